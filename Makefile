@@ -1,0 +1,41 @@
+# helios-scaler: `make demo` and `make test` are the two commands a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint unit integration prometheus clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: install, then serve forecasts of the embedded WorldCup98 replay on :6000 (gRPC) and :8080 (HTTP)
+demo: $(STAMP)
+	$(VENV)/bin/helios-scaler demo
+
+## prometheus: install Debian's prometheus + promtool when missing (the integration tests need them)
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus package"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+## check: generated code, lint, types
+check: $(STAMP)
+	PYTHON=$(PY) scripts/gen_proto.sh --check
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+## test: install everything, then run the checks and the whole test suite (unit + real Prometheus + real gRPC)
+test: $(STAMP) prometheus check
+	$(VENV)/bin/pytest
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

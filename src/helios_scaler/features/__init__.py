@@ -1,0 +1,1 @@
+"""Pure polars transforms: no I/O, no models."""

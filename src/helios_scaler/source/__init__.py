@@ -1,0 +1,1 @@
+"""Sources of history: a real Prometheus, or the embedded replay trace."""
