@@ -30,12 +30,17 @@ class InvalidMetadata(HeliosError):
 
     status = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, key: str, value: str | None, accepted: str) -> None:
+    def __init__(self, key: str, value: str | None, accepted: str, *, unknown: bool = False) -> None:
         self.key = key
         self.value = value
         self.accepted = accepted
-        shown = "missing" if value is None else f"{value!r}"
-        super().__init__(f"metadata key {key!r}: {shown} is not valid; accepted: {accepted}")
+        if unknown:
+            message = f"metadata key {key!r} (value {value!r}) is not a known key; {accepted}"
+        elif value is None:
+            message = f"metadata key {key!r} is required; accepted: {accepted}"
+        else:
+            message = f"metadata key {key!r}: {value!r} is not valid; accepted: {accepted}"
+        super().__init__(message)
 
 
 class SourceNotAllowed(HeliosError):

@@ -1,0 +1,1 @@
+"""The KEDA ExternalScaler face of helios-scaler: metadata parsing and the gRPC servicer."""

@@ -1,0 +1,232 @@
+"""Trigger metadata → one typed :class:`ScalerMetadata`, in one place.
+
+Key names follow KEDA's own ``prometheus`` and ``predictkube`` scalers.  Every bad key
+raises :class:`~helios_scaler.errors.InvalidMetadata` naming the key, the value and what
+is accepted; an unknown key is an error too, with the closest known key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from helios_scaler.durations import ACCEPTED as DURATION_ACCEPTED
+from helios_scaler.durations import parse_duration
+from helios_scaler.errors import InvalidMetadata
+
+MODELS: Final = ("auto", "seasonal_naive", "ets", "mstl", "lightgbm")
+MODES: Final = ("forecast", "shadow")
+
+#: Keys KEDA itself adds to or reads from an external trigger's metadata.
+KEDA_KEYS: Final = frozenset(
+    {"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsCertFile", "tlsClientCert", "tlsClientKey"}
+)
+
+MIN_STEP = timedelta(seconds=10)
+MAX_STEP = timedelta(hours=1)
+MAX_LEAD = timedelta(hours=6)
+MIN_HISTORY = timedelta(hours=1)
+MAX_HISTORY = timedelta(days=90)
+#: Bound on history points per series (memory per series stays small).
+MAX_POINTS = 50_000
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """What identifies one fetched series: ScaledObjects with equal keys share data and model."""
+
+    source: str
+    query: str
+    step_seconds: int
+    model: str
+
+
+@dataclass(frozen=True)
+class ScalerMetadata:
+    """A ScaledObject trigger's parsed configuration."""
+
+    query: str
+    threshold: float
+    server_address: str | None = None
+    activation_threshold: float = 0.0
+    lead_time: timedelta = timedelta(minutes=5)
+    history_time_window: timedelta = timedelta(days=7)
+    query_step: timedelta = timedelta(minutes=1)
+    model: str = "auto"
+    quantile: float = 0.9
+    mode: str = "forecast"
+
+    @property
+    def horizon_steps(self) -> int:
+        """Forecast steps needed to cover ``[now, now + leadTime]`` (at least one)."""
+        return max(1, math.ceil(self.lead_time / self.query_step))
+
+    @property
+    def history_points(self) -> int:
+        return int(self.history_time_window / self.query_step)
+
+    def metric_name(self) -> str:
+        """A stable ``[a-z0-9-]`` metric name derived from what determines the value served."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.query.lower()).strip("-")[:40].strip("-") or "query"
+        digest = hashlib.sha256(
+            "\x00".join(
+                (
+                    self.server_address or "",
+                    self.query,
+                    str(self.query_step.total_seconds()),
+                    str(self.lead_time.total_seconds()),
+                    repr(self.quantile),
+                    self.model,
+                    self.mode,
+                )
+            ).encode()
+        ).hexdigest()[:8]
+        return f"helios-{slug}-{digest}"
+
+    def series_key(self, source_name: str) -> SeriesKey:
+        return SeriesKey(source_name, self.query, int(self.query_step.total_seconds()), self.model)
+
+    @classmethod
+    def parse(cls, metadata: Mapping[str, str]) -> ScalerMetadata:
+        """Parse and validate a trigger's ``scalerMetadata`` map."""
+        values = _resolve_from_env(metadata)
+        unknown = [key for key in values if key not in _PARSERS and key not in KEDA_KEYS]
+        if unknown:
+            key = sorted(unknown)[0]
+            raise InvalidMetadata(key, values[key], _unknown_key_hint(key), unknown=True)
+        parsed: dict[str, Any] = {}
+        for key, (field, parser, _) in _PARSERS.items():
+            if key in values:
+                parsed[field] = parser(key, values[key])
+        for key in ("query", "threshold"):
+            if key not in values:
+                raise InvalidMetadata(key, None, _PARSERS[key][2])
+        meta = cls(**parsed)
+        if meta.lead_time < timedelta(0) or meta.lead_time > MAX_LEAD:
+            raise InvalidMetadata("leadTime", values.get("leadTime"), f"between 0s and {_fmt(MAX_LEAD)}")
+        if meta.history_time_window < max(MIN_HISTORY, 4 * meta.lead_time):
+            raise InvalidMetadata(
+                "historyTimeWindow",
+                values.get("historyTimeWindow", "7d"),
+                f"at least {_fmt(MIN_HISTORY)} and at least 4 x leadTime",
+            )
+        if meta.history_points > MAX_POINTS:
+            raise InvalidMetadata(
+                "historyTimeWindow",
+                values.get("historyTimeWindow", "7d"),
+                f"at most {MAX_POINTS} points of queryStep {_fmt(meta.query_step)} "
+                f"(here {meta.history_points}); raise queryStep or shorten the window",
+            )
+        return meta
+
+
+def _fmt(value: timedelta) -> str:
+    from helios_scaler.durations import format_duration
+
+    return format_duration(value)
+
+
+def _resolve_from_env(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Read ``<key>FromEnv`` as ``<key>`` (KEDA resolves its value from the workload's env)."""
+    values: dict[str, str] = {}
+    for key, value in metadata.items():
+        base = key[: -len("FromEnv")] if key.endswith("FromEnv") and len(key) > len("FromEnv") else key
+        if base != key and base in metadata:
+            raise InvalidMetadata(key, value, f"either {base!r} or {key!r}, not both")
+        values[base] = value
+    return values
+
+
+def _unknown_key_hint(key: str) -> str:
+    known = sorted({*_PARSERS, *KEDA_KEYS})
+    by_lower = {name.lower(): name for name in known}
+    close = [by_lower[key.lower()]] if key.lower() in by_lower else []
+    close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return hint + "known keys: " + ", ".join(known)
+
+
+def _text(key: str, value: str) -> str:
+    if not value.strip():
+        raise InvalidMetadata(key, value, _PARSERS[key][2])
+    return value.strip()
+
+
+def _address(key: str, value: str) -> str | None:
+    text = value.strip().rstrip("/")
+    if not text:
+        return None
+    if not text.startswith(("http://", "https://")):
+        raise InvalidMetadata(key, value, _PARSERS[key][2])
+    return text
+
+
+def _number(low: float, high: float, *, low_open: bool, high_open: bool) -> Callable[[str, str], float]:
+    def parse(key: str, value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        ok = math.isfinite(number)
+        ok = ok and (number > low if low_open else number >= low)
+        ok = ok and (number < high if high_open else number <= high)
+        if not ok:
+            raise InvalidMetadata(key, value, _PARSERS[key][2])
+        return number
+
+    return parse
+
+
+def _duration(low: timedelta, high: timedelta) -> Callable[[str, str], timedelta]:
+    def parse(key: str, value: str) -> timedelta:
+        try:
+            parsed = parse_duration(value)
+        except ValueError:
+            raise InvalidMetadata(key, value, _PARSERS[key][2]) from None
+        if not low <= parsed <= high:
+            raise InvalidMetadata(key, value, _PARSERS[key][2])
+        return parsed
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(key: str, value: str) -> str:
+        if value.strip().lower() not in options:
+            raise InvalidMetadata(key, value, _PARSERS[key][2])
+        return value.strip().lower()
+
+    return parse
+
+
+#: metadata key → (ScalerMetadata field, parser, what is accepted)
+_PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
+    "query": ("query", _text, "a PromQL expression returning exactly one series"),
+    "serverAddress": (
+        "server_address",
+        _address,
+        "an http:// or https:// Prometheus base URL that is the server's default or on its allowlist",
+    ),
+    "threshold": ("threshold", _number(0, math.inf, low_open=True, high_open=True), "a number > 0"),
+    "activationThreshold": (
+        "activation_threshold",
+        _number(0, math.inf, low_open=False, high_open=True),
+        "a number >= 0",
+    ),
+    "leadTime": ("lead_time", _duration(timedelta(0), MAX_LEAD), f"{DURATION_ACCEPTED}, from 0s to 6h"),
+    "historyTimeWindow": (
+        "history_time_window",
+        _duration(MIN_HISTORY, MAX_HISTORY),
+        f"{DURATION_ACCEPTED}, from 1h to 90d",
+    ),
+    "queryStep": ("query_step", _duration(MIN_STEP, MAX_STEP), f"{DURATION_ACCEPTED}, from 10s to 1h"),
+    "model": ("model", _choice(MODELS), "one of " + ", ".join(MODELS)),
+    "quantile": ("quantile", _number(0, 1, low_open=True, high_open=True), "a number strictly between 0 and 1"),
+    "mode": ("mode", _choice(MODES), "one of " + ", ".join(MODES)),
+}
