@@ -227,6 +227,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     ),
     "queryStep": ("query_step", _duration(MIN_STEP, MAX_STEP), f"{DURATION_ACCEPTED}, from 10s to 1h"),
     "model": ("model", _choice(MODELS), "one of " + ", ".join(MODELS)),
-    "quantile": ("quantile", _number(0, 1, low_open=True, high_open=True), "a number strictly between 0 and 1"),
+    "quantile": (
+        "quantile",
+        _number(0, 1, low_open=True, high_open=True),
+        "a number strictly between 0 and 1",
+    ),
     "mode": ("mode", _choice(MODES), "one of " + ", ".join(MODES)),
 }

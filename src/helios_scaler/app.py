@@ -1,0 +1,142 @@
+"""The composition root: the one place that wires every part together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from helios_scaler.config import Settings
+from helios_scaler.scaler.metadata import ScalerMetadata
+from helios_scaler.scaler.service import ExternalScalerService
+from helios_scaler.server import GrpcServer, HttpServer
+from helios_scaler.source.registry import SourceResolver
+from helios_scaler.store import ForecastStore
+from helios_scaler.subscriptions import Subscriptions
+from helios_scaler.telemetry import Telemetry
+from helios_scaler.training import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """A running helios-scaler: its ports and parts (tests read ``grpc_port``/``http_port``)."""
+
+    settings: Settings
+    store: ForecastStore
+    subscriptions: Subscriptions
+    telemetry: Telemetry
+    trainer: Trainer
+    grpc: GrpcServer
+    http: HttpServer
+    clock: Callable[[], datetime]
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc.port)
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port
+
+    def readiness(self) -> tuple[bool, str]:
+        return readiness(self.store, self.settings.stale_after, self.clock)
+
+
+def readiness(
+    store: ForecastStore, stale_after: timedelta, clock: Callable[[], datetime]
+) -> tuple[bool, str]:
+    """Ready unless every tracked series is stale (its source has stopped answering)."""
+    states = list(store.snapshot.series.values())
+    now = clock()
+    fresh = [s for s in states if s.fetched_at is not None and now - s.fetched_at <= stale_after]
+    if states and not fresh:
+        return False, f"all {len(states)} series are stale (no successful fetch within {stale_after})"
+    return True, f"ready: {len(fresh)} of {len(states)} series fresh"
+
+
+def build(
+    settings: Settings,
+    resolver: SourceResolver,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> App:
+    """Wire the parts (nothing starts yet)."""
+    store = ForecastStore()
+    subscriptions = Subscriptions(resolver, settings.max_series, settings.refresh_interval)
+    telemetry = Telemetry()
+    telemetry.register_snapshot_collector(store, subscriptions, settings.stale_after, clock)
+    trainer = Trainer(
+        subscriptions,
+        store,
+        settings.refresh_interval,
+        settings.retrain_interval,
+        settings.training_workers,
+        events=telemetry,
+    )
+    service = ExternalScalerService(store, subscriptions, settings.stale_after, clock)
+    grpc_server = GrpcServer(service, telemetry, f"{settings.bind_address}:{settings.grpc_port}")
+    http = HttpServer(
+        telemetry,
+        partial(readiness, store, settings.stale_after, clock),
+        settings.bind_address,
+        settings.http_port,
+    )
+    return App(settings, store, subscriptions, telemetry, trainer, grpc_server, http, clock)
+
+
+async def run(
+    app: App,
+    stop: asyncio.Event,
+    on_started: Callable[[App], None] | None = None,
+    prewarm: list[tuple[str, str, ScalerMetadata]] | None = None,
+) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully."""
+    await app.grpc.start()
+    app.http.start()
+    for namespace, name, meta in prewarm or []:
+        app.subscriptions.register(namespace, name, meta)
+    trainer = asyncio.create_task(app.trainer.run(stop))
+    health = asyncio.create_task(_follow_readiness(app, stop))
+    logger.info(
+        "helios-scaler serving: gRPC on %s:%d, HTTP on %s:%d",
+        app.settings.bind_address,
+        app.grpc_port,
+        app.settings.bind_address,
+        app.http_port,
+    )
+    if on_started is not None:
+        on_started(app)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down (grace %s)", app.settings.shutdown_grace)
+        await app.grpc.stop(app.settings.shutdown_grace.total_seconds())
+        await asyncio.gather(trainer, health, return_exceptions=True)
+        app.http.stop()
+        logger.info("stopped")
+
+
+async def _follow_readiness(app: App, stop: asyncio.Event, every: float = 2.0) -> None:
+    """Keep the gRPC health status in step with data freshness."""
+    serving = True
+    while not stop.is_set():
+        ok, why = app.readiness()
+        if ok != serving:
+            serving = ok
+            logger.warning("health now %s: %s", "SERVING" if ok else "NOT_SERVING", why)
+            await app.grpc.set_serving(ok)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT only set the flag; the main loop does the work."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,1 @@
+"""Forecasting models (statsforecast, LightGBM) and per-series selection by backtest."""

@@ -1,0 +1,161 @@
+"""Per-series model selection by rolling-origin backtest, and conformal quantiles.
+
+Each candidate is fitted once on the history before a holdout stretch, then forecasts
+``horizon`` steps from many origins inside the holdout with its cheap refresh, exactly
+as it will serve between retrains.  The candidate with the lowest mean absolute error
+wins; its backtest errors per horizon step give the forecast quantiles (split conformal
+prediction), the same way for every model.  A candidate that fails is skipped; if all
+fail the seasonal naive model is used (statsforecast's ``fallback_model`` idea).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from helios_scaler.errors import ModelError
+from helios_scaler.features.pipeline import season_length
+from helios_scaler.features.schema import DS
+from helios_scaler.models.base import FloatArray, Forecaster, values
+from helios_scaler.models.gbm import LightGBM
+from helios_scaler.models.statistical import ETS, MSTL, SeasonalNaive
+
+logger = logging.getLogger(__name__)
+
+#: Fewest points any series needs before it is modelled (until then it is served as observed).
+MIN_HISTORY_POINTS = 60
+
+
+def candidates(name: str, step: timedelta, horizon: int, history_points: int) -> list[Forecaster]:
+    """The models ``name`` stands for (``auto``: every model the history is long enough for)."""
+    season = season_length(step)
+    every: dict[str, Forecaster] = {
+        "seasonal_naive": SeasonalNaive(season),
+        "ets": ETS(),
+        "mstl": MSTL(season, step),
+        "lightgbm": LightGBM(season, step, max_horizon=horizon),
+    }
+    if name != "auto":
+        return [every[name]]
+    # The holdout takes part of the history: keep models that can still be fitted on the rest.
+    train_points = history_points - holdout_points(history_points, season)
+    return [model for model in every.values() if model.min_points <= train_points]
+
+
+def holdout_points(history_points: int, season: int) -> int:
+    """The backtest holdout: a quarter of the history, at most one season."""
+    return max(1, min(season, history_points // 4))
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """Errors (truth - forecast) of one model, shape (origins, horizon)."""
+
+    alias: str
+    errors: FloatArray
+    fit_seconds: float
+
+    @property
+    def mae(self) -> float:
+        return float(np.mean(np.abs(self.errors)))
+
+
+@dataclass(frozen=True)
+class FittedSeries:
+    """The chosen, fitted model of one series, with what is needed to serve quantiles."""
+
+    model: Forecaster
+    horizon: int
+    #: Sorted backtest errors per horizon step, shape (origins, horizon).
+    sorted_errors: FloatArray
+    #: Mean absolute error of the chosen model, and of seasonal naive, on the same backtest.
+    mae: float
+    naive_mae: float
+    backtests: tuple[Backtest, ...] = field(default=())
+    fallback_reason: str | None = None
+
+    @property
+    def alias(self) -> str:
+        return self.model.alias
+
+    @property
+    def mase(self) -> float:
+        """Backtest error relative to seasonal naive (< 1 beats the baseline)."""
+        return self.mae / self.naive_mae if self.naive_mae > 0 else float("nan")
+
+    def forecast(
+        self, frame: pl.DataFrame, quantiles: Sequence[float]
+    ) -> tuple[FloatArray, dict[float, FloatArray]]:
+        """Point forecast and the requested quantiles for ``horizon`` steps after ``frame``."""
+        mean = self.model.forecast(frame, self.horizon)
+        bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0) for q in quantiles}
+        return mean, bands
+
+
+def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: np.ndarray) -> Backtest:
+    started = time.perf_counter()
+    model.fit(frame.head(int(origins[0])))
+    fit_seconds = time.perf_counter() - started
+    y = values(frame)
+    errors = np.empty((len(origins), horizon))
+    for row, origin in enumerate(origins):
+        predicted = model.forecast(frame.head(int(origin)), horizon)
+        errors[row] = y[origin : origin + horizon] - predicted
+    if not np.all(np.isfinite(errors)):
+        raise ModelError(f"{model.alias} produced non-finite forecasts")
+    return Backtest(model.alias, errors, fit_seconds)
+
+
+def select_and_fit(
+    frame: pl.DataFrame,
+    step: timedelta,
+    horizon: int,
+    model: str = "auto",
+    max_origins: int = 48,
+) -> FittedSeries:
+    """Backtest the candidates on ``frame``'s own history and return the best, fitted."""
+    if frame.height < MIN_HISTORY_POINTS:
+        raise ModelError(f"need at least {MIN_HISTORY_POINTS} points of history, have {frame.height}")
+    if frame[DS].diff().drop_nulls().n_unique() > 1:
+        raise ModelError("history must be on a regular grid (run features.align_to_grid first)")
+    season = season_length(step)
+    holdout = holdout_points(frame.height, season)
+    last_origin = frame.height - horizon
+    first_origin = max(frame.height - holdout - horizon, MIN_HISTORY_POINTS // 2)
+    if last_origin <= first_origin:
+        raise ModelError(f"history of {frame.height} points is too short for a {horizon}-step backtest")
+    count = min(max_origins, last_origin - first_origin + 1)
+    origins = np.unique(np.linspace(first_origin, last_origin, count).astype(np.int64))
+
+    naive = _backtest(SeasonalNaive(season), frame, horizon, origins)
+    results: list[tuple[Backtest, Forecaster]] = []
+    failures: list[str] = []
+    for candidate in candidates(model, step, horizon, frame.height):
+        if isinstance(candidate, SeasonalNaive):
+            results.append((naive, candidate))
+            continue
+        try:
+            results.append((_backtest(candidate, frame, horizon, origins), candidate))
+        except Exception as exc:  # any failure of one model falls back; the batch goes on
+            logger.warning("model %s failed its backtest, skipped: %s", candidate.alias, exc)
+            failures.append(f"{candidate.alias}: {exc}")
+    fallback_reason = None
+    if not results:
+        fallback_reason = "; ".join(failures) or f"no candidate for model {model!r} fits this history"
+        results.append((naive, SeasonalNaive(season).fit(frame)))
+    best, chosen = min(results, key=lambda pair: pair[0].mae)
+    return FittedSeries(
+        model=chosen,
+        horizon=horizon,
+        sorted_errors=np.sort(best.errors, axis=0),
+        mae=best.mae,
+        naive_mae=naive.mae,
+        backtests=tuple(result for result, _ in results),
+        fallback_reason=fallback_reason,
+    )

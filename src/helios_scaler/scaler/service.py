@@ -1,0 +1,125 @@
+"""The ExternalScaler servicer: parse metadata, read the snapshot, answer.
+
+Handlers never do I/O and never compute forecasts: they register the trigger (a dict
+update), read the current immutable snapshot and apply the pure policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+import grpc
+
+from helios_scaler._proto import externalscaler_pb2 as pb
+from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
+from helios_scaler.errors import HeliosError, grpc_status
+from helios_scaler.policy import Decision, decide, is_active
+from helios_scaler.scaler.metadata import ScalerMetadata
+from helios_scaler.store import ForecastStore
+from helios_scaler.subscriptions import Subscription, Subscriptions
+
+logger = logging.getLogger(__name__)
+
+
+class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
+    """KEDA's ExternalScaler: IsActive, StreamIsActive, GetMetricSpec, GetMetrics."""
+
+    def __init__(
+        self,
+        store: ForecastStore,
+        subscriptions: Subscriptions,
+        stale_after: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stream_recheck: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._subs = subscriptions
+        self._stale_after = stale_after
+        self._clock = clock
+        self._stream_recheck = stream_recheck
+        self._stopping = asyncio.Event()
+
+    def stop_streams(self) -> None:
+        """End open StreamIsActive streams with status OK (KEDA reconnects after 2 s)."""
+        self._stopping.set()
+
+    def _subscribe(self, ref: pb.ScaledObjectRef) -> Subscription:
+        meta = self._subs.parse(ref.scalerMetadata)
+        return self._subs.register(ref.namespace, ref.name, meta)
+
+    def _decide(self, sub: Subscription) -> Decision:
+        return decide(self._store.snapshot.get(sub.key), sub.meta, self._clock(), self._stale_after)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: HeliosError) -> NoReturn:
+        code, message = grpc_status(exc)
+        await context.abort(code, message)
+        raise AssertionError("context.abort always raises")
+
+    async def GetMetricSpec(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricSpecResponse:
+        try:
+            sub = self._subscribe(request)
+        except HeliosError as exc:
+            await self._abort(context, exc)
+        threshold = sub.meta.threshold
+        spec = pb.MetricSpec(
+            metricName=sub.metric_name, targetSize=max(1, round(threshold)), targetSizeFloat=threshold
+        )
+        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
+        try:
+            sub = self._subscribe(request.scaledObjectRef)
+            decision = self._decide(sub)
+        except HeliosError as exc:
+            await self._abort(context, exc)
+        name = request.metricName or sub.metric_name
+        value = pb.MetricValue(
+            metricName=name, metricValue=round(decision.value), metricValueFloat=decision.value
+        )
+        return pb.GetMetricsResponse(metricValues=[value])
+
+    async def IsActive(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> pb.IsActiveResponse:
+        try:
+            sub = self._subscribe(request)
+            decision = self._decide(sub)
+        except HeliosError as exc:
+            await self._abort(context, exc)
+        return pb.IsActiveResponse(result=is_active(decision, sub.meta))
+
+    async def StreamIsActive(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.IsActiveResponse]:
+        """Send the activity now and whenever it changes; end with OK on shutdown."""
+        try:
+            meta: ScalerMetadata = self._subs.parse(request.scalerMetadata)
+        except HeliosError as exc:
+            await self._abort(context, exc)
+        last: bool | None = None
+        while not self._stopping.is_set():
+            try:
+                sub = self._subs.register(request.namespace, request.name, meta)
+                active: bool | None = is_active(self._decide(sub), meta)
+            except HeliosError as exc:
+                if exc.status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
+                    await self._abort(context, exc)
+                active = None  # not ready yet: say nothing, KEDA keeps its last state
+            if active is not None and active != last:
+                last = active
+                yield pb.IsActiveResponse(result=active)
+            version = self._store.snapshot.version
+            waiter = asyncio.ensure_future(self._store.wait_for_change(version, self._stream_recheck))
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+        logger.debug("StreamIsActive for %s/%s ended by shutdown", request.namespace, request.name)

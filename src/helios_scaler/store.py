@@ -1,0 +1,107 @@
+"""Immutable forecast snapshots and the store that swaps them atomically.
+
+The trainer is the only writer: it publishes new :class:`SeriesState` objects on the
+event loop thread; the store builds a new :class:`ForecastSnapshot` and swaps it in with
+one reference assignment.  Readers (gRPC handlers, the metrics collector) take the
+current snapshot and never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+
+import numpy as np
+
+from helios_scaler.models.base import FloatArray
+from helios_scaler.scaler.metadata import SeriesKey
+
+
+@dataclass(frozen=True)
+class SeriesState:
+    """Everything serving needs to know about one series, frozen at publish time."""
+
+    key: SeriesKey
+    #: Short stable id used as a metrics label.
+    series_id: str
+    step: timedelta
+    #: Time and value of the newest observation (None before the first successful fetch).
+    observed_at: datetime | None = None
+    last_value: float | None = None
+    #: When the newest observation was fetched (monotonic wall clock, for freshness).
+    fetched_at: datetime | None = None
+    #: Forecast for the steps ``observed_at + k * step``, k = 1..len(mean).
+    mean: FloatArray | None = None
+    bands: Mapping[float, FloatArray] = field(default_factory=dict)
+    model: str | None = None
+    mase: float | None = None
+    backtest_mae: float | None = None
+    trained_at: datetime | None = None
+    training_seconds: float | None = None
+    #: The latest error fetching or modelling this series (None when the last attempt worked).
+    error: str | None = None
+
+    @property
+    def has_forecast(self) -> bool:
+        return self.mean is not None and self.observed_at is not None
+
+    def window_steps(self, now: datetime, lead: timedelta) -> int:
+        """How many forecast steps cover ``(observed_at, now + lead]``."""
+        assert self.observed_at is not None
+        span = (now + lead) - self.observed_at
+        return max(1, int(np.ceil(span / self.step)))
+
+
+@dataclass(frozen=True)
+class ForecastSnapshot:
+    """The states of every tracked series at one moment."""
+
+    series: Mapping[SeriesKey, SeriesState]
+    version: int
+    created_monotonic: float
+
+    def get(self, key: SeriesKey) -> SeriesState | None:
+        return self.series.get(key)
+
+
+class ForecastStore:
+    """Holds the current snapshot; publishing swaps in a new one and wakes waiters."""
+
+    def __init__(self) -> None:
+        self._snapshot = ForecastSnapshot(MappingProxyType({}), 0, time.monotonic())
+        self._changed: asyncio.Condition | None = None
+
+    @property
+    def snapshot(self) -> ForecastSnapshot:
+        return self._snapshot
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def publish(
+        self, states: Mapping[SeriesKey, SeriesState], removed: frozenset[SeriesKey] = frozenset()
+    ) -> None:
+        """Swap in a snapshot with ``states`` updated and ``removed`` dropped (event loop only)."""
+        merged = {k: v for k, v in self._snapshot.series.items() if k not in removed}
+        merged.update(states)
+        self._snapshot = ForecastSnapshot(
+            MappingProxyType(merged), self._snapshot.version + 1, time.monotonic()
+        )
+        condition = self._condition()
+        async with condition:
+            condition.notify_all()
+
+    async def wait_for_change(self, version: int, timeout: float) -> ForecastSnapshot:
+        """Wait until the snapshot is newer than ``version`` (or ``timeout`` seconds pass)."""
+        condition = self._condition()
+        async with condition:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(condition.wait_for(lambda: self._snapshot.version > version), timeout)
+        return self._snapshot

@@ -1,0 +1,234 @@
+"""The background loop: fetch new points, refresh forecasts, retrain on a schedule.
+
+This is the only module that spans source, features, models and store.  Blocking work
+(range queries, polars, model fitting) runs in thread pools — statsforecast's compiled
+core, LightGBM and polars release the GIL — so the event loop that serves gRPC never
+waits on it.  Each series has at most one job in flight; its results are published to
+the store as one new immutable :class:`~helios_scaler.store.SeriesState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from helios_scaler.errors import HeliosError, NoData
+from helios_scaler.features.pipeline import align_to_grid, append_new
+from helios_scaler.features.schema import DS, Y
+from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
+from helios_scaler.scaler.metadata import SeriesKey
+from helios_scaler.store import ForecastStore, SeriesState
+from helios_scaler.subscriptions import SeriesDemand, Subscriptions, series_id
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingEvents:
+    """Hooks the trainer reports through (telemetry implements them; tests may record)."""
+
+    def fetched(self, state: SeriesState, points: int, seconds: float) -> None: ...
+
+    def fetch_failed(self, key: SeriesKey, source: str, error: HeliosError) -> None: ...
+
+    def trained(self, state: SeriesState, fitted: FittedSeries, seconds: float) -> None: ...
+
+    def train_failed(self, key: SeriesKey, error: Exception) -> None: ...
+
+
+@dataclass
+class _Work:
+    """Trainer-private, mutable state of one series (never shared with readers)."""
+
+    demand: SeriesDemand
+    state: SeriesState
+    frame: pl.DataFrame
+    fitted: FittedSeries | None = None
+    fitted_for: tuple[int, str] | None = None
+    next_refresh: float = 0.0
+    next_retrain: float = 0.0
+    busy: bool = False
+
+
+def floor_time(moment: datetime, step: timedelta) -> datetime:
+    """``moment`` rounded down to a multiple of ``step`` since the epoch."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // step) * step
+
+
+class Trainer:
+    """Keeps every demanded series fetched, forecast and periodically retrained."""
+
+    def __init__(
+        self,
+        subscriptions: Subscriptions,
+        store: ForecastStore,
+        refresh_interval: timedelta,
+        retrain_interval: timedelta,
+        training_workers: int = 1,
+        events: TrainingEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        fetch_workers: int = 4,
+    ) -> None:
+        self._subs = subscriptions
+        self._store = store
+        self._refresh = refresh_interval.total_seconds()
+        self._retrain = retrain_interval.total_seconds()
+        self._events = events or TrainingEvents()
+        self._clock = clock
+        self._io = ThreadPoolExecutor(fetch_workers, thread_name_prefix="helios-fetch")
+        self._train = ThreadPoolExecutor(training_workers, thread_name_prefix="helios-train")
+        self._work: dict[SeriesKey, _Work] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        subscriptions.on_change(self.wake)
+
+    def wake(self) -> None:
+        """Look at the demand now (a new ScaledObject should not wait for the next tick)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, tick: float = 1.0) -> None:
+        """Schedule due work until ``stop`` is set, then wait for jobs in flight."""
+        try:
+            while not stop.is_set():
+                await self._schedule()
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._io.shutdown(wait=False, cancel_futures=True)
+            self._train.shutdown(wait=False, cancel_futures=True)
+
+    async def _schedule(self) -> None:
+        self._subs.expire()
+        demand = self._subs.demand()
+        removed = frozenset(key for key in self._work if key not in demand)
+        for key in removed:
+            del self._work[key]
+        if removed:
+            await self._store.publish({}, removed)
+        now = self._clock()
+        for key, wanted in demand.items():
+            work = self._work.get(key)
+            if work is None:
+                state = SeriesState(key=key, series_id=series_id(key), step=wanted.step)
+                work = self._work[key] = _Work(wanted, state, pl.DataFrame())
+            work.demand = wanted
+            if not work.busy and now >= work.next_refresh:
+                work.busy = True
+                task = asyncio.create_task(self._cycle(work))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _cycle(self, work: _Work) -> None:
+        """One refresh of one series: fetch, maybe retrain, forecast, publish."""
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                await self._fetch(work, loop)
+            except HeliosError as exc:
+                self._events.fetch_failed(work.demand.key, work.demand.source.name, exc)
+                logger.warning("fetch failed for query %r: %s", work.demand.key.query, exc)
+                work.state = replace(work.state, error=str(exc))
+                await self._store.publish({work.demand.key: work.state})
+                return
+            await self._store.publish({work.demand.key: work.state})
+            if work.frame.height < MIN_HISTORY_POINTS:
+                logger.info(
+                    "query %r is warming up: %d of %d points needed before modelling",
+                    work.demand.key.query,
+                    work.frame.height,
+                    MIN_HISTORY_POINTS,
+                )
+                return
+            if self._retrain_due(work):
+                await self._fit(work, loop)
+            if work.fitted is not None:
+                fitted, frame, quantiles = work.fitted, work.frame, work.demand.quantiles
+                mean, bands = await loop.run_in_executor(self._io, fitted.forecast, frame, quantiles)
+                work.state = replace(work.state, mean=mean, bands=bands)
+                await self._store.publish({work.demand.key: work.state})
+        finally:
+            work.next_refresh = self._clock() + self._refresh
+            work.busy = False
+
+    def _retrain_due(self, work: _Work) -> bool:
+        wanted = (work.demand.horizon, work.demand.key.model)
+        return work.fitted is None or work.fitted_for != wanted or self._clock() >= work.next_retrain
+
+    async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
+        demand = work.demand
+        source = demand.source
+        end = floor_time(source.now(), demand.step)
+        if work.frame.is_empty():
+            start = end - demand.history
+        else:
+            # Re-read a couple of steps: the newest points may have been incomplete.
+            start = work.frame[DS][-1] - 2 * demand.step
+        started = time.perf_counter()
+        raw = await loop.run_in_executor(self._io, source.fetch, demand.key.query, start, end, demand.step)
+        clean, report = align_to_grid(raw, demand.step)
+        if clean.is_empty():
+            raise NoData(
+                f"query {demand.key.query!r} returned {report.raw_rows} samples, none finite "
+                f"({report.dropped_non_finite} NaN/Inf dropped)"
+            )
+        max_points = int(demand.history / demand.step)
+        work.frame = append_new(work.frame, clean, max_points)
+        if report.dropped_non_finite or report.filled or report.cut_before_gap:
+            logger.info("query %r cleaned: %s", demand.key.query, report)
+        work.state = replace(
+            work.state,
+            observed_at=work.frame[DS][-1],
+            last_value=float(work.frame[Y][-1]),
+            fetched_at=source.now(),
+            error=None,
+        )
+        self._events.fetched(work.state, raw.height, time.perf_counter() - started)
+
+    async def _fit(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
+        demand = work.demand
+        started = time.perf_counter()
+        try:
+            fitted = await loop.run_in_executor(
+                self._train, select_and_fit, work.frame, demand.step, demand.horizon, demand.key.model
+            )
+        except (HeliosError, ValueError, ArithmeticError) as exc:
+            self._events.train_failed(demand.key, exc)
+            logger.warning("training failed for query %r: %s", demand.key.query, exc)
+            work.state = replace(work.state, error=f"training failed: {exc}")
+            work.next_retrain = self._clock() + min(self._retrain, 300.0)
+            return
+        seconds = time.perf_counter() - started
+        work.fitted = fitted
+        work.fitted_for = (demand.horizon, demand.key.model)
+        work.next_retrain = self._clock() + self._retrain
+        work.state = replace(
+            work.state,
+            model=fitted.alias,
+            mase=fitted.mase,
+            backtest_mae=fitted.mae,
+            trained_at=datetime.now(UTC),
+            training_seconds=seconds,
+        )
+        self._events.trained(work.state, fitted, seconds)
+        logger.info(
+            "trained query %r: chose %s (backtest MAE %.4g, MASE %.3f) in %.2fs%s",
+            demand.key.query,
+            fitted.alias,
+            fitted.mae,
+            fitted.mase,
+            seconds,
+            f"; fallback: {fitted.fallback_reason}" if fitted.fallback_reason else "",
+        )
