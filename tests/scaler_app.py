@@ -1,4 +1,4 @@
-"""Start the real helios-scaler app (real gRPC and HTTP sockets on loopback) inside a test."""
+"""Run the real helios-scaler app (real gRPC and HTTP on loopback) inside a test; both tiers use it."""
 
 from __future__ import annotations
 
