@@ -30,7 +30,8 @@ import polars as pl
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.source.replay import load_trace
 
-TRACES = Path(os.environ.get("HELIOS_TRACES", "/work/shared/traces"))
+# CI clones the repository with shared/ beside it: <clone>/../shared/traces.
+TRACES = Path(os.environ.get("HELIOS_TRACES", Path(__file__).resolve().parents[3] / "shared" / "traces"))
 NAB_CPU_CSV = TRACES / "nab/data/realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv"
 NAB_CPU_B_CSV = TRACES / "nab/data/realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv"
 
