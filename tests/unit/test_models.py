@@ -1,0 +1,228 @@
+"""Models on real WorldCup98 minutes: fit/forecast contract, cheap refresh, backtest selection, quantiles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from helios_scaler.errors import ModelError
+from helios_scaler.models import selection
+from helios_scaler.models.gbm import LightGBM
+from helios_scaler.models.selection import FittedSeries, select_and_fit
+from helios_scaler.models.statistical import ETS, MSTL, SeasonalNaive
+
+MINUTE = timedelta(minutes=1)
+SEASON = 1440
+HORIZON = 5
+#: Four training days and one held-out day, early in the tournament (June 1-5, 1998).
+START = datetime(1998, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def five_days(worldcup) -> pl.DataFrame:
+    frame = worldcup(START, timedelta(days=5))
+    assert frame.height == 5 * SEASON  # no gaps in June: already on the grid
+    return frame
+
+
+@pytest.fixture(scope="module")
+def train(five_days: pl.DataFrame) -> pl.DataFrame:
+    return five_days.head(4 * SEASON)
+
+
+@pytest.fixture(scope="module")
+def fitted(train: pl.DataFrame) -> FittedSeries:
+    return select_and_fit(train, MINUTE, HORIZON)
+
+
+# --- individual models -------------------------------------------------------------------
+
+
+def test_seasonal_naive_repeats_the_last_season(train: pl.DataFrame) -> None:
+    model = SeasonalNaive(SEASON).fit(train)
+    y = train["y"].to_numpy()
+    forecast = model.forecast(train, SEASON + 60)
+    assert forecast.shape == (SEASON + 60,)
+    np.testing.assert_array_equal(forecast[:SEASON], y[-SEASON:])
+    np.testing.assert_array_equal(forecast[SEASON:], y[-SEASON : -SEASON + 60])
+
+
+def test_seasonal_naive_shorter_than_a_season_repeats_the_last_value(train: pl.DataFrame) -> None:
+    short = train.head(100)
+    forecast = SeasonalNaive(SEASON).fit(short).forecast(short, 7)
+    np.testing.assert_array_equal(forecast, np.full(7, short["y"][-1]))
+
+
+def test_seasonal_naive_needs_two_points(train: pl.DataFrame) -> None:
+    with pytest.raises(ModelError, match="seasonal_naive needs at least 2 points, got 1"):
+        SeasonalNaive(SEASON).fit(train.head(1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ETS(),
+        lambda: MSTL(SEASON, MINUTE),
+        lambda: LightGBM(SEASON, MINUTE, max_horizon=30, n_estimators=30),
+    ],
+    ids=["ets", "mstl", "lightgbm"],
+)
+def test_fit_on_real_data_forecasts_finite_values(make, train: pl.DataFrame) -> None:
+    model = make()
+    assert model.fit(train) is model
+    forecast = model.forecast(train, 30)
+    assert forecast.shape == (30,)
+    assert forecast.dtype == np.float64
+    assert np.all(np.isfinite(forecast))
+    # Sane scale: within the range the series itself spans over these days.
+    y = train["y"].to_numpy()
+    assert np.all(forecast > 0.25 * y.min()) and np.all(forecast < 4 * y.max())
+
+
+def test_lightgbm_refuses_a_horizon_beyond_its_fit(train: pl.DataFrame) -> None:
+    model = LightGBM(SEASON, MINUTE, max_horizon=3, n_estimators=5).fit(train)
+    with pytest.raises(ModelError, match="fitted for 3 steps, asked for 4"):
+        model.forecast(train, 4)
+
+
+def test_mstl_needs_two_seasons(train: pl.DataFrame) -> None:
+    with pytest.raises(ModelError, match="mstl needs at least 2880 points"):
+        MSTL(SEASON, MINUTE).fit(train.head(SEASON))
+
+
+def test_mstl_cheap_refresh_does_not_refit_and_follows_new_points(five_days: pl.DataFrame) -> None:
+    train = five_days.head(4 * SEASON)
+    model = MSTL(SEASON, MINUTE).fit(train)
+    fitted_ets, profile = model.model_, model.profile_
+    before = model.forecast(train, 30)
+
+    extended = five_days.head(4 * SEASON + 45)
+    after = model.forecast(extended, 30)
+
+    assert model.model_ is fitted_ets
+    assert model.profile_ is profile
+    assert np.all(np.isfinite(after))
+    assert not np.allclose(before, after)
+    # Same frame, same forecast: the refresh is a pure function of the frame.
+    np.testing.assert_array_equal(model.forecast(extended, 30), after)
+
+
+# --- selection ---------------------------------------------------------------------------
+
+
+def test_select_and_fit_picks_the_lowest_backtest_mae(fitted: FittedSeries) -> None:
+    by_alias = {backtest.alias: backtest for backtest in fitted.backtests}
+    assert set(by_alias) == {"seasonal_naive", "ets", "mstl", "lightgbm"}
+    best = min(fitted.backtests, key=lambda backtest: backtest.mae)
+    assert fitted.alias == best.alias
+    assert fitted.mae == best.mae
+    assert fitted.naive_mae == by_alias["seasonal_naive"].mae
+    assert fitted.mase == pytest.approx(best.mae / by_alias["seasonal_naive"].mae)
+    assert fitted.mase <= 1.0
+    assert fitted.fallback_reason is None
+    assert fitted.sorted_errors.shape[1] == HORIZON
+    assert np.all(np.diff(fitted.sorted_errors, axis=0) >= 0)
+
+
+def test_quantile_bands_are_ordered(fitted: FittedSeries, train: pl.DataFrame) -> None:
+    mean, bands = fitted.forecast(train, [0.5, 0.9, 0.99])
+    assert mean.shape == (HORIZON,)
+    assert set(bands) == {0.5, 0.9, 0.99}
+    for band in bands.values():
+        assert band.shape == (HORIZON,) and np.all(np.isfinite(band))
+    assert np.all(bands[0.5] <= bands[0.9])
+    assert np.all(bands[0.9] <= bands[0.99])
+    assert np.any(bands[0.5] < bands[0.99])
+
+
+def test_model_seasonal_naive_restricts_the_candidates(train: pl.DataFrame) -> None:
+    only = select_and_fit(train, MINUTE, HORIZON, model="seasonal_naive")
+    assert only.alias == "seasonal_naive"
+    assert [backtest.alias for backtest in only.backtests] == ["seasonal_naive"]
+    assert only.mase == pytest.approx(1.0)
+    assert only.fallback_reason is None
+
+
+def test_too_short_history_raises(train: pl.DataFrame) -> None:
+    with pytest.raises(ModelError, match="need at least 60 points of history, have 59"):
+        select_and_fit(train.head(59), MINUTE, HORIZON)
+    with pytest.raises(ModelError, match="too short for a 40-step backtest"):
+        select_and_fit(train.head(60), MINUTE, 40)
+
+
+def test_irregular_history_raises(train: pl.DataFrame) -> None:
+    with pytest.raises(ModelError, match="regular grid"):
+        select_and_fit(train.filter(pl.int_range(pl.len()) != 100), MINUTE, HORIZON)
+
+
+def test_a_candidate_failing_in_fit_is_skipped(
+    monkeypatch: pytest.MonkeyPatch, train: pl.DataFrame, fitted: FittedSeries
+) -> None:
+    # Break the model that won, so the next best of the same backtests must be chosen.
+    winner = fitted.alias
+    assert winner != "seasonal_naive"
+    broken = {"ets": ETS, "mstl": MSTL, "lightgbm": LightGBM}[winner]
+
+    def fail(self, frame):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(broken, "fit", fail)
+    result = select_and_fit(train, MINUTE, HORIZON)
+    others = [backtest for backtest in fitted.backtests if backtest.alias != winner]
+    assert sorted(backtest.alias for backtest in result.backtests) == sorted(b.alias for b in others)
+    assert result.alias == min(others, key=lambda backtest: backtest.mae).alias
+    assert result.fallback_reason is None
+
+
+@pytest.mark.parametrize("name", ["ets", "mstl", "lightgbm"])
+def test_every_candidate_failing_falls_back_to_seasonal_naive(
+    monkeypatch: pytest.MonkeyPatch, train: pl.DataFrame, name: str
+) -> None:
+    broken = {"ets": ETS, "mstl": MSTL, "lightgbm": LightGBM}[name]
+
+    def fail(self, frame):
+        raise RuntimeError("numerical trouble")
+
+    monkeypatch.setattr(broken, "fit", fail)
+    result = select_and_fit(train, MINUTE, HORIZON, model=name)
+    assert result.alias == "seasonal_naive"
+    assert result.fallback_reason is not None
+    assert f"{name}: numerical trouble" in result.fallback_reason
+    assert np.all(np.isfinite(result.forecast(train, [0.9])[1][0.9]))
+
+
+def test_fallback_on_real_history_too_short_for_the_model(train: pl.DataFrame) -> None:
+    # One day is less than MSTL's two seasons: no monkeypatching needed.
+    one_day = train.head(SEASON)
+    result = select_and_fit(one_day, MINUTE, HORIZON, model="mstl")
+    assert result.alias == "seasonal_naive"
+    assert result.fallback_reason is not None and "mstl" in result.fallback_reason
+
+
+def test_auto_leaves_out_models_the_history_is_too_short_for() -> None:
+    aliases = [model.alias for model in selection.candidates("auto", MINUTE, HORIZON, 2 * SEASON)]
+    # 2 days minus a one-season holdout leaves one season: not enough for MSTL.
+    assert aliases == ["seasonal_naive", "ets", "lightgbm"]
+
+
+def test_q90_band_coverage_on_held_out_real_data(fitted: FittedSeries, five_days: pl.DataFrame) -> None:
+    """The 0.9 band must cover the truth in roughly 90% of held-out steps.
+
+    Bound 0.70-0.99: the band is calibrated on 48 backtest origins (sampling error alone is
+    about ±4 points), and real traffic is not exchangeable (the level grows through the
+    tournament and match days spike), so 4+1-day slices of this trace give 82-96% (this
+    one: 88%).  Gross breakage falls outside: serving the mean gives 50%, the error
+    quantile subtracted instead of added 15%.  Too wide a band is only caught loosely: the
+    0.99 band gives 98% here, inside the bound; the upper end only rejects a band that
+    (nearly) never misses.
+    """
+    y = five_days["y"].to_numpy()
+    covered = []
+    for origin in range(4 * SEASON, 5 * SEASON - HORIZON, 12):  # 120 origins across day 5
+        _, bands = fitted.forecast(five_days.head(origin), [0.9])
+        covered.append(y[origin : origin + HORIZON] <= bands[0.9])
+    coverage = float(np.mean(covered))
+    assert 0.70 <= coverage <= 0.99, coverage
