@@ -26,8 +26,8 @@ prometheus:
 ## check: generated code, lint, types
 check: $(STAMP)
 	PYTHON=$(PY) scripts/gen_proto.sh --check
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
+	$(VENV)/bin/ruff format --check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy src
 
 ## test: install everything, then run the checks and the whole test suite (unit + real Prometheus + real gRPC)

@@ -95,12 +95,18 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if name == "allowed_server_addresses":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+            urls = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+            for url in urls:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"{url!r} must start with http:// or https://")
+            return urls
         if raw is None:
-            return None
-        if isinstance(default, bool):
-            return str(raw).lower() in ("1", "true", "yes")
+            if default is None:
+                return None
+            raise ValueError("a value is required")
         if isinstance(default, int):
+            if isinstance(raw, bool | float) or not str(raw).strip().lstrip("-").isdigit():
+                raise ValueError("expected a whole number")
             value = int(raw)
             if name.endswith("_port") and not 0 <= value <= 65535:
                 raise ValueError("ports are 0-65535")
@@ -108,7 +114,10 @@ def _convert(name: str, raw: Any) -> Any:
                 raise ValueError("must be at least 1")
             return value
         if isinstance(default, timedelta):
-            return parse_duration(str(raw))
+            duration = parse_duration(str(raw))
+            if duration <= timedelta(0):
+                raise ValueError("must be longer than 0s")
+            return duration
         if "Path" in str(kind):
             return Path(str(raw))
         text = str(raw)

@@ -46,8 +46,8 @@ def align_to_grid(
     frame = raw.select(pl.col(DS).cast(DS_DTYPE), pl.col(Y).cast(Y_DTYPE))
     finite = frame.filter(pl.col(Y).is_finite())
     snapped = (
-        finite.with_columns(pl.col(DS).dt.truncate(_every(step)))
-        .sort(DS, maintain_order=True)
+        finite.sort(DS, maintain_order=True)
+        .with_columns(pl.col(DS).dt.truncate(_every(step)))
         .group_by(DS, maintain_order=True)
         .agg(pl.col(Y).last())
     )
