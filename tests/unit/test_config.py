@@ -106,6 +106,10 @@ BAD = [
     ("prometheus_url", "prometheus:9090"),
     ("query_timeout", "10"),
     ("refresh_interval", "soon"),
+    ("refresh_interval", "0s"),
+    ("stale_after", "0s"),
+    ("query_timeout", "0s"),
+    ("allowed_server_addresses", "http://ok:9090,prometheus:9090"),
 ]
 
 
