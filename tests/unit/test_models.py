@@ -226,3 +226,44 @@ def test_q90_band_coverage_on_held_out_real_data(fitted: FittedSeries, five_days
         covered.append(y[origin : origin + HORIZON] <= bands[0.9])
     coverage = float(np.mean(covered))
     assert 0.70 <= coverage <= 0.99, coverage
+
+
+# --- the batched refresh -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["seasonal_naive", "ets", "mstl", "lightgbm"])
+def test_forecast_many_equals_one_forecast_per_origin(five_days: pl.DataFrame, name: str) -> None:
+    """The backtest's batched forecasts are exactly what the live refresh would have served."""
+    model = selection.candidates(name, MINUTE, HORIZON, five_days.height)[0].fit(five_days.head(4 * SEASON))
+    origins = np.arange(4 * SEASON, 5 * SEASON - HORIZON, 97, dtype=np.int64)
+    batched = model.forecast_many(five_days, origins, HORIZON)
+    assert batched.shape == (len(origins), HORIZON)
+    for row, origin in enumerate(origins):
+        one = model.forecast(five_days.head(int(origin)), HORIZON)
+        np.testing.assert_allclose(batched[row], one, rtol=1e-9, err_msg=f"{name} at origin {origin}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "damped"),
+    [("ANN", False), ("MNN", False), ("AAN", False), ("AAN", True), ("MAN", False), ("MAN", True)],
+)
+def test_ets_filter_reproduces_statsforecast_states(train: pl.DataFrame, spec: str, damped: bool) -> None:
+    """Our recursions carry the fitted state forward exactly as statsforecast computed it."""
+    from statsforecast.models import AutoETS
+
+    from helios_scaler.models.statistical import EtsFilter
+
+    y = train["y"].to_numpy()[-2000:].astype(float)
+    fitted = AutoETS(model=spec, damped=damped).fit(y).model_
+    ets = EtsFilter(str(fitted["components"]), np.asarray(fitted["par"]))
+    first = fitted["states"][0]
+    levels, trends = ets.run(y, float(first[0]), float(first[1]) if ets.has_trend else 0.0)
+    np.testing.assert_allclose(levels, fitted["states"][1:, 0], rtol=1e-9)
+    if ets.has_trend:
+        np.testing.assert_allclose(trends, fitted["states"][1:, 1], rtol=1e-7, atol=1e-9)
+
+
+def test_forecast_from_before_the_training_end_is_refused(train: pl.DataFrame) -> None:
+    model = ETS().fit(train)
+    with pytest.raises(ModelError, match="before the end of the model's training data"):
+        model.forecast_many(train, np.array([train.height - 10], dtype=np.int64), HORIZON)

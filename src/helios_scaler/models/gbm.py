@@ -19,13 +19,13 @@ import polars as pl
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import calendar_features, lag_features
 from helios_scaler.features.schema import DS
-from helios_scaler.models.base import FloatArray, require, values
+from helios_scaler.models.base import BaseForecaster, FloatArray, IntArray, check_origins, require, values
 
 LAGS = (1, 2, 3, 5, 10, 15, 30, 60)
 WINDOWS = (5, 15, 60)
 
 
-class LightGBM:
+class LightGBM(BaseForecaster):
     """Gradient-boosted trees on lag/rolling/calendar features, direct over ``max_horizon`` steps."""
 
     alias = "lightgbm"
@@ -54,28 +54,29 @@ class LightGBM:
         self.min_points = max(LAGS) + max(WINDOWS) + max_horizon + 50
 
     def _features_at(self, frame: pl.DataFrame) -> npt.NDArray[np.float64]:
-        season = min(self.season, max(2, frame.height // 2))
-        return lag_features(frame["y"], frame[DS], season, LAGS, WINDOWS).to_numpy().astype(np.float64)
+        return lag_features(frame["y"], frame[DS], self.season_, LAGS, WINDOWS).to_numpy().astype(np.float64)
 
     def _rows(
         self,
         y: FloatArray,
         base: npt.NDArray[np.float64],
-        origins: npt.NDArray[np.int64],
+        last: npt.NDArray[np.int64],
         ks: npt.NDArray[np.int64],
         target_ds: pl.Series,
     ) -> npt.NDArray[np.float64]:
-        """Feature matrix for (origin, step) pairs."""
-        season = min(self.season, max(2, len(y) // 2))
-        seasonal_index = origins + ks - season
-        seasonal = np.where(seasonal_index >= 0, y[np.clip(seasonal_index, 0, None)] - y[origins], np.nan)
+        """Feature matrix for (last known row, step ahead) pairs; nothing after ``last`` is read."""
+        seasonal_index = last + ks - self.season_
+        usable = (seasonal_index >= 0) & (seasonal_index <= last)
+        seasonal = np.where(usable, y[np.clip(seasonal_index, 0, last)] - y[last], np.nan)
         calendar = calendar_features(target_ds).to_numpy().astype(np.float64)
-        return np.column_stack([base[origins], ks.astype(np.float64), seasonal, calendar])
+        return np.column_stack([base[last], ks.astype(np.float64), seasonal, calendar])
 
     def fit(self, frame: pl.DataFrame) -> Self:
         require(frame, self)
         import lightgbm as lgb
 
+        # A history shorter than two seasons uses a shorter "season" for its seasonal features.
+        self.season_ = min(self.season, max(2, frame.height // 2))
         y = values(frame)
         base = self._features_at(frame)
         rng = np.random.default_rng(self.seed)
@@ -101,16 +102,19 @@ class LightGBM:
         self.model_ = lgb.train(params, lgb.Dataset(features, target), num_boost_round=self.n_estimators)
         return self
 
-    def forecast(self, frame: pl.DataFrame, h: int) -> FloatArray:
+    def forecast_many(self, frame: pl.DataFrame, origins: IntArray, h: int) -> FloatArray:
+        check_origins(frame, origins)
         if h > self.max_horizon:
             raise ModelError(f"lightgbm was fitted for {self.max_horizon} steps, asked for {h}")
-        tail = frame.tail(max(LAGS) + max(WINDOWS) + self.season + 1)
-        y = values(tail)
-        base = self._features_at(tail)
-        last = len(y) - 1
-        ks = np.arange(1, h + 1, dtype=np.int64)
-        origins = np.full(h, last, dtype=np.int64)
-        last_ds = tail[DS][-1]
-        target_ds = pl.Series(DS, [last_ds + self.step * int(k) for k in ks], dtype=tail[DS].dtype)
-        features = self._rows(y, base, origins, ks, target_ds)
-        return np.asarray(y[last] + self.model_.predict(features), dtype=np.float64)
+        # Features only look back, so the rows up to the last origin are all that is needed.
+        known = frame.head(int(origins.max()))
+        y = values(known)
+        base = self._features_at(known)
+        last = np.repeat(origins - 1, h)
+        ks = np.tile(np.arange(1, h + 1, dtype=np.int64), len(origins))
+        step_us = int(self.step.total_seconds() * 1_000_000)
+        last_us = known[DS].dt.epoch("us").to_numpy()[last]
+        target_ds = pl.Series(DS, last_us + ks * step_us).cast(pl.Datetime("us", "UTC"))
+        features = self._rows(y, base, last, ks, target_ds)
+        predicted = y[last] + self.model_.predict(features)
+        return np.asarray(predicted, dtype=np.float64).reshape(len(origins), h)

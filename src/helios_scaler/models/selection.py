@@ -22,7 +22,7 @@ import polars as pl
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
 from helios_scaler.features.schema import DS
-from helios_scaler.models.base import FloatArray, Forecaster, values
+from helios_scaler.models.base import FloatArray, Forecaster, IntArray, values
 from helios_scaler.models.gbm import LightGBM
 from helios_scaler.models.statistical import ETS, MSTL, SeasonalNaive
 
@@ -89,24 +89,29 @@ class FittedSeries:
         """Backtest error relative to seasonal naive (< 1 beats the baseline)."""
         return self.mae / self.naive_mae if self.naive_mae > 0 else float("nan")
 
+    def forecast_many(
+        self, frame: pl.DataFrame, origins: IntArray, quantiles: Sequence[float]
+    ) -> tuple[FloatArray, dict[float, FloatArray]]:
+        """Point forecasts and quantiles from each origin, each of shape (origins, horizon)."""
+        mean = self.model.forecast_many(frame, origins, self.horizon)
+        bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0)[None, :] for q in quantiles}
+        return mean, bands
+
     def forecast(
         self, frame: pl.DataFrame, quantiles: Sequence[float]
     ) -> tuple[FloatArray, dict[float, FloatArray]]:
         """Point forecast and the requested quantiles for ``horizon`` steps after ``frame``."""
-        mean = self.model.forecast(frame, self.horizon)
-        bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0) for q in quantiles}
-        return mean, bands
+        mean, bands = self.forecast_many(frame, np.array([frame.height], dtype=np.int64), quantiles)
+        return mean[0], {q: band[0] for q, band in bands.items()}
 
 
-def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: np.ndarray) -> Backtest:
+def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: IntArray) -> Backtest:
     started = time.perf_counter()
     model.fit(frame.head(int(origins[0])))
     fit_seconds = time.perf_counter() - started
     y = values(frame)
-    errors = np.empty((len(origins), horizon))
-    for row, origin in enumerate(origins):
-        predicted = model.forecast(frame.head(int(origin)), horizon)
-        errors[row] = y[origin : origin + horizon] - predicted
+    truth = y[origins[:, None] + np.arange(horizon)[None, :]]
+    errors = truth - model.forecast_many(frame, origins, horizon)
     if not np.all(np.isfinite(errors)):
         raise ModelError(f"{model.alias} produced non-finite forecasts")
     return Backtest(model.alias, errors, fit_seconds)
