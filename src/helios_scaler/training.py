@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ from helios_scaler.store import ForecastStore, SeriesState
 from helios_scaler.subscriptions import SeriesDemand, Subscriptions, series_id
 
 logger = logging.getLogger(__name__)
+
+#: How long staged states wait so that a burst of refreshes becomes one snapshot swap.
+PUBLISH_COALESCE_SECONDS = 0.05
 
 
 class TrainingEvents:
@@ -54,6 +58,27 @@ class _Work:
     next_refresh: float = 0.0
     next_retrain: float = 0.0
     busy: bool = False
+
+
+def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Fetch new points and append them, cleaned, to ``history`` (blocking: runs in a pool)."""
+    source = demand.source
+    end = floor_time(source.now(), demand.step)
+    if history.is_empty():
+        start = end - demand.history
+    else:
+        # Re-read a couple of steps: the newest points may have been incomplete.
+        start = history[DS][-1] - 2 * demand.step
+    raw = source.fetch(demand.key.query, start, end, demand.step)
+    clean, report = align_to_grid(raw, demand.step)
+    if clean.is_empty():
+        raise NoData(
+            f"query {demand.key.query!r} returned {report.raw_rows} samples, none finite "
+            f"({report.dropped_non_finite} NaN/Inf dropped)"
+        )
+    if report.dropped_non_finite or report.filled or report.cut_before_gap:
+        logger.info("query %r cleaned: %s", demand.key.query, report)
+    return append_new(history, clean, int(demand.history / demand.step)), raw.height
 
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
@@ -87,6 +112,9 @@ class Trainer:
         self._work: dict[SeriesKey, _Work] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._pending: dict[SeriesKey, SeriesState] = {}
+        self._flush: asyncio.Task[None] | None = None
+        self._jitter = random.Random(0)
         subscriptions.on_change(self.wake)
 
     def wake(self) -> None:
@@ -104,9 +132,9 @@ class Trainer:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
-            for task in list(self._tasks):
+            for task in [*self._tasks, *([self._flush] if self._flush else [])]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *([self._flush] if self._flush else []), return_exceptions=True)
             self._io.shutdown(wait=False, cancel_futures=True)
             self._train.shutdown(wait=False, cancel_futures=True)
 
@@ -141,9 +169,9 @@ class Trainer:
                 self._events.fetch_failed(work.demand.key, work.demand.source.name, exc)
                 logger.warning("fetch failed for query %r: %s", work.demand.key.query, exc)
                 work.state = replace(work.state, error=str(exc))
-                await self._store.publish({work.demand.key: work.state})
+                self._stage(work)
                 return
-            await self._store.publish({work.demand.key: work.state})
+            self._stage(work)
             if work.frame.height < MIN_HISTORY_POINTS:
                 logger.info(
                     "query %r is warming up: %d of %d points needed before modelling",
@@ -158,44 +186,40 @@ class Trainer:
                 fitted, frame, quantiles = work.fitted, work.frame, work.demand.quantiles
                 mean, bands = await loop.run_in_executor(self._io, fitted.forecast, frame, quantiles)
                 work.state = replace(work.state, mean=mean, bands=bands)
-                await self._store.publish({work.demand.key: work.state})
+                self._stage(work)
         finally:
-            work.next_refresh = self._clock() + self._refresh
+            # Spread series over the interval so 1,000 of them don't all refresh in one tick.
+            spread = self._jitter.uniform(0, 0.1 * self._refresh)
+            work.next_refresh = self._clock() + self._refresh + spread
             work.busy = False
+
+    def _stage(self, work: _Work) -> None:
+        """Queue a series' new state; a burst of refreshes is published as one snapshot swap."""
+        self._pending[work.demand.key] = work.state
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._publish_pending())
+
+    async def _publish_pending(self) -> None:
+        await asyncio.sleep(PUBLISH_COALESCE_SECONDS)
+        pending, self._pending = self._pending, {}
+        await self._store.publish({key: state for key, state in pending.items() if key in self._work})
 
     def _retrain_due(self, work: _Work) -> bool:
         wanted = (work.demand.horizon, work.demand.key.model)
         return work.fitted is None or work.fitted_for != wanted or self._clock() >= work.next_retrain
 
     async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
-        demand = work.demand
-        source = demand.source
-        end = floor_time(source.now(), demand.step)
-        if work.frame.is_empty():
-            start = end - demand.history
-        else:
-            # Re-read a couple of steps: the newest points may have been incomplete.
-            start = work.frame[DS][-1] - 2 * demand.step
         started = time.perf_counter()
-        raw = await loop.run_in_executor(self._io, source.fetch, demand.key.query, start, end, demand.step)
-        clean, report = align_to_grid(raw, demand.step)
-        if clean.is_empty():
-            raise NoData(
-                f"query {demand.key.query!r} returned {report.raw_rows} samples, none finite "
-                f"({report.dropped_non_finite} NaN/Inf dropped)"
-            )
-        max_points = int(demand.history / demand.step)
-        work.frame = append_new(work.frame, clean, max_points)
-        if report.dropped_non_finite or report.filled or report.cut_before_gap:
-            logger.info("query %r cleaned: %s", demand.key.query, report)
+        frame, raw_rows = await loop.run_in_executor(self._io, _fetch_and_clean, work.demand, work.frame)
+        work.frame = frame
         work.state = replace(
             work.state,
-            observed_at=work.frame[DS][-1],
-            last_value=float(work.frame[Y][-1]),
-            fetched_at=source.now(),
+            observed_at=frame[DS][-1],
+            last_value=float(frame[Y][-1]),
+            fetched_at=work.demand.source.now(),
             error=None,
         )
-        self._events.fetched(work.state, raw.height, time.perf_counter() - started)
+        self._events.fetched(work.state, raw_rows, time.perf_counter() - started)
 
     async def _fit(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
         demand = work.demand
