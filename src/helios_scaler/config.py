@@ -52,9 +52,7 @@ class Settings:
     prometheus_cert_file: Path | None = field(
         default=None, metadata={"help": "client certificate for mutual TLS to Prometheus"}
     )
-    prometheus_key_file: Path | None = field(
-        default=None, metadata={"help": "client key for mutual TLS to Prometheus"}
-    )
+    prometheus_key_file: Path | None = field(default=None, metadata={"help": "client key for mutual TLS to Prometheus"})
     query_timeout: timedelta = field(
         default=timedelta(seconds=10), metadata={"help": "timeout of one Prometheus range query"}
     )
@@ -63,14 +61,15 @@ class Settings:
         metadata={"help": "how often new points are fetched and forecasts refreshed with the fitted model"},
     )
     retrain_interval: timedelta = field(
-        default=timedelta(hours=1),
-        metadata={"help": "how often every series' models are re-selected and refitted"},
+        default=timedelta(days=1),
+        metadata={
+            "help": "how often every series' models are re-selected and refitted "
+            "(between retrains every refresh carries the fitted model's state forward)"
+        },
     )
     stale_after: timedelta = field(
         default=timedelta(minutes=5),
-        metadata={
-            "help": "a series whose newest data is older than this is stale (health turns NOT_SERVING)"
-        },
+        metadata={"help": "a series whose newest data is older than this is stale (health turns NOT_SERVING)"},
     )
     training_workers: int = field(default=1, metadata={"help": "threads that fit models in the background"})
     max_series: int = field(default=1000, metadata={"help": "most distinct series the server tracks"})
