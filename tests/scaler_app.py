@@ -31,9 +31,7 @@ def scaler_settings(**overrides: object) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_app(
-    settings: Settings, resolver: SourceResolver | None = None
-) -> AsyncIterator[app_module.App]:
+async def running_app(settings: Settings, resolver: SourceResolver | None = None) -> AsyncIterator[app_module.App]:
     """Run the app until the block exits; always stop it."""
     app = app_module.build(settings, resolver or SourceResolver.from_settings(settings))
     stop = asyncio.Event()

@@ -49,9 +49,7 @@ class App:
         return readiness(self.store, self.settings.stale_after, self.clock)
 
 
-def readiness(
-    store: ForecastStore, stale_after: timedelta, clock: Callable[[], datetime]
-) -> tuple[bool, str]:
+def readiness(store: ForecastStore, stale_after: timedelta, clock: Callable[[], datetime]) -> tuple[bool, str]:
     """Ready unless every tracked series is stale (its source has stopped answering)."""
     states = list(store.snapshot.series.values())
     now = clock()

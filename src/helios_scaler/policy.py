@@ -37,9 +37,7 @@ class Decision:
     observed: float
 
 
-def decide(
-    state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale_after: timedelta
-) -> Decision:
+def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale_after: timedelta) -> Decision:
     """The value to serve for one ScaledObject, and why."""
     if state is None or state.observed_at is None or state.last_value is None:
         detail = f": {state.error}" if state is not None and state.error else ""
@@ -56,11 +54,7 @@ def decide(
     if meta.mode == "shadow":
         return Decision(observed, Reason.SHADOW, forecast, observed)
     if forecast is None:
-        reason = (
-            Reason.WARMING_UP
-            if state.mean is None or meta.quantile not in state.bands
-            else Reason.STALE_FORECAST
-        )
+        reason = Reason.WARMING_UP if state.mean is None or meta.quantile not in state.bands else Reason.STALE_FORECAST
         return Decision(observed, reason, None, observed)
     if forecast < observed:
         return Decision(observed, Reason.OBSERVED_FLOOR, forecast, observed)

@@ -111,9 +111,7 @@ class GrpcServer:
         await self.set_serving(True)
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
@@ -127,9 +125,7 @@ class GrpcServer:
 class HttpServer:
     """``/metrics``, ``/healthz`` (the process is alive) and ``/readyz`` (data is fresh)."""
 
-    def __init__(
-        self, telemetry: Telemetry, ready: Callable[[], tuple[bool, str]], host: str, port: int
-    ) -> None:
+    def __init__(self, telemetry: Telemetry, ready: Callable[[], tuple[bool, str]], host: str, port: int) -> None:
         registry = telemetry.registry
 
         class Handler(BaseHTTPRequestHandler):

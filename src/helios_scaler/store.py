@@ -91,9 +91,7 @@ class ForecastStore:
         """Swap in a snapshot with ``states`` updated and ``removed`` dropped (event loop only)."""
         merged = {k: v for k, v in self._snapshot.series.items() if k not in removed}
         merged.update(states)
-        self._snapshot = ForecastSnapshot(
-            MappingProxyType(merged), self._snapshot.version + 1, time.monotonic()
-        )
+        self._snapshot = ForecastSnapshot(MappingProxyType(merged), self._snapshot.version + 1, time.monotonic())
         condition = self._condition()
         async with condition:
             condition.notify_all()

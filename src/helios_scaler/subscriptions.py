@@ -43,6 +43,13 @@ class SeriesDemand:
     quantiles: tuple[float, ...]
 
 
+def forecast_horizon(lead: timedelta, step: timedelta, refresh_interval: timedelta) -> int:
+    """Forecast steps a series needs: the lead time, plus a margin so the forecast still
+    covers ``now + leadTime`` when the newest point is up to one refresh (plus one step) old."""
+    margin = math.ceil(refresh_interval / step) + 1
+    return max(1, math.ceil(lead / step)) + margin
+
+
 def series_id(key: SeriesKey) -> str:
     """A short, stable id of a series for metric labels."""
     text = "\x00".join((key.source, key.query, str(key.step_seconds), key.model))
@@ -135,13 +142,11 @@ class Subscriptions:
         for key, subs in grouped.items():
             step = subs[0].meta.query_step
             lead = max(sub.meta.lead_time for sub in subs)
-            # Cover the lead time even when the newest point is up to one refresh (plus one step) old.
-            margin = math.ceil(self._refresh_interval / step) + 1
             out[key] = SeriesDemand(
                 key=key,
                 source=subs[0].source,
                 step=step,
-                horizon=max(1, math.ceil(lead / step)) + margin,
+                horizon=forecast_horizon(lead, step, self._refresh_interval),
                 history=max(sub.meta.history_time_window for sub in subs),
                 quantiles=tuple(sorted({sub.meta.quantile for sub in subs})),
             )

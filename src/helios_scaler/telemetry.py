@@ -153,9 +153,7 @@ class SnapshotCollector(Collector):
         )
         for key, state in snapshot.series.items():
             sid = state.series_id
-            info.add_metric(
-                [sid, key.source, key.query, str(key.step_seconds), key.model, state.model or ""], 1
-            )
+            info.add_metric([sid, key.source, key.query, str(key.step_seconds), key.model, state.model or ""], 1)
             up.add_metric([sid], 0 if state.error else 1)
             warming.add_metric([sid], 0 if state.has_forecast else 1)
             if state.last_value is not None and state.observed_at is not None:
@@ -198,8 +196,6 @@ class SnapshotCollector(Collector):
                 forecast.add_metric(values, decision.forecast)
             reason.add_metric([*values, decision.reason.value], 1)
         yield from (served, forecast, reason)
-        count = GaugeMetricFamily(
-            "helios_scaledobjects", "ScaledObject triggers KEDA has asked about recently."
-        )
+        count = GaugeMetricFamily("helios_scaledobjects", "ScaledObject triggers KEDA has asked about recently.")
         count.add_metric([], len(subs))
         yield count

@@ -81,9 +81,7 @@ def _read_nab(path: Path) -> pl.DataFrame:
     return (
         pl.read_csv(path, schema={"timestamp": pl.String, "value": pl.Float64})
         .select(
-            pl.col("timestamp")
-            .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC")
-            .alias(DS),
+            pl.col("timestamp").str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC").alias(DS),
             pl.col("value").alias(Y),
         )
         .sort(DS)
@@ -114,9 +112,7 @@ def multi_series(end: datetime) -> dict[str, pl.DataFrame]:
 def with_nan_series(end: datetime) -> pl.DataFrame:
     """``helios_with_nan``: the last 60 NAB CPU samples (5 hours), every 5th one NaN."""
     frame = nab_cpu_series(end).tail(60).with_row_index("i")
-    return frame.select(
-        DS, pl.when(pl.col("i") % NAN_EVERY == 0).then(float("nan")).otherwise(pl.col(Y)).alias(Y)
-    )
+    return frame.select(DS, pl.when(pl.col("i") % NAN_EVERY == 0).then(float("nan")).otherwise(pl.col(Y)).alias(Y))
 
 
 def _format_value(value: float) -> str:
@@ -176,9 +172,7 @@ def backfill(tsdb: Path, series: Sequence[Backfill], workdir: Path, parallel: in
         for process in batch:
             output, _ = process.communicate(timeout=120)
             if process.returncode != 0:
-                raise RuntimeError(
-                    f"promtool failed ({process.returncode}): {output.decode(errors='replace')}"
-                )
+                raise RuntimeError(f"promtool failed ({process.returncode}): {output.decode(errors='replace')}")
 
 
 def free_port() -> int:

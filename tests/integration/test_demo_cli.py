@@ -26,9 +26,7 @@ def free_port() -> int:
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_demo_serves_forecasts_and_stops_on_sigterm() -> None:
@@ -77,11 +75,7 @@ def _exercise_demo(process: subprocess.Popen[str], grpc_port: int, http_port: in
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-        logs = [
-            json.loads(line)
-            for line in (process.stderr.read() if process.stderr else "").splitlines()
-            if line
-        ]
+        logs = [json.loads(line) for line in (process.stderr.read() if process.stderr else "").splitlines() if line]
         messages = [entry["message"] for entry in logs]
         assert any(m.startswith("trained query 'worldcup98'") for m in messages)
         assert messages[-1] == "stopped"
@@ -100,6 +94,4 @@ def test_bad_setting_exits_with_one_clear_line() -> None:
         timeout=60,
     )
     assert done.returncode == 2
-    assert (
-        done.stderr == "helios-scaler: setting grpc_port: 'seventy' is not valid (expected a whole number)\n"
-    )
+    assert done.stderr == "helios-scaler: setting grpc_port: 'seventy' is not valid (expected a whole number)\n"

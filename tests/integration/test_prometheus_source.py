@@ -41,9 +41,7 @@ def test_name_is_the_normalized_url(prometheus: PrometheusFixture, source: Prome
     assert PrometheusSource("HTTP://LocalHost:9090//").name == "http://localhost:9090"
 
 
-def test_fetch_returns_the_backfilled_worldcup98_trace(
-    prometheus: PrometheusFixture, source: PrometheusSource
-) -> None:
+def test_fetch_returns_the_backfilled_worldcup98_trace(prometheus: PrometheusFixture, source: PrometheusSource) -> None:
     start = prometheus.end - timedelta(days=1)
     frame = source.fetch(prometheus.wc98, start, prometheus.end, MINUTE)
 
@@ -84,9 +82,7 @@ def test_a_coarser_step_takes_the_sample_at_each_step_time(
     assert_frame_equal(frame, trace.gather_every(60))
 
 
-@pytest.mark.parametrize(
-    ("start_s", "end_s", "step_s"), [(0, 10_999, 1), (0, 11_000, 1), (7, 50_000, 3), (0, 0, 60)]
-)
+@pytest.mark.parametrize(("start_s", "end_s", "step_s"), [(0, 10_999, 1), (0, 11_000, 1), (7, 50_000, 3), (0, 0, 60)])
 def test_chunks_tile_the_range_on_the_step_grid(start_s: int, end_s: int, step_s: int) -> None:
     points = [t for lo, hi in _chunks(start_s, end_s, step_s) for t in range(lo, hi + 1, step_s)]
     assert points == list(range(start_s, end_s + 1, step_s))
@@ -109,9 +105,7 @@ def test_no_samples_is_no_data(prometheus: PrometheusFixture, source: Prometheus
         source.fetch("helios_does_not_exist", prometheus.end - MINUTE * 10, prometheus.end, MINUTE)
 
 
-def test_two_series_is_multiple_series_naming_them(
-    prometheus: PrometheusFixture, source: PrometheusSource
-) -> None:
+def test_two_series_is_multiple_series_naming_them(prometheus: PrometheusFixture, source: PrometheusSource) -> None:
     with pytest.raises(MultipleSeries) as caught:
         source.fetch(prometheus.multi, prometheus.end - timedelta(hours=1), prometheus.end, MINUTE)
     message = str(caught.value)
@@ -119,9 +113,7 @@ def test_two_series_is_multiple_series_naming_them(
     assert 'helios_multi{instance="b"}' in message
     assert "sum(" in message
 
-    total = source.fetch(
-        f"sum({prometheus.multi})", prometheus.end - timedelta(hours=1), prometheus.end, MINUTE
-    )
+    total = source.fetch(f"sum({prometheus.multi})", prometheus.end - timedelta(hours=1), prometheus.end, MINUTE)
     assert total.height == 61
 
 

@@ -32,9 +32,7 @@ def wc98_metadata(prometheus: PrometheusFixture, **extra: str) -> dict[str, str]
     return {"query": prometheus.wc98, "threshold": str(THRESHOLD), "leadTime": "5m", "model": "ets", **extra}
 
 
-async def wait_for_forecast(
-    app: app_module.App, metadata: dict[str, str], timeout: float = 90
-) -> SeriesState:
+async def wait_for_forecast(app: app_module.App, metadata: dict[str, str], timeout: float = 90) -> SeriesState:
     """Wait until the trainer has published a forecast for this trigger's series."""
     meta = ScalerMetadata.parse(metadata)
     key = meta.series_key(app.subscriptions.get("shop", "web", meta.metric_name()).source.name)  # type: ignore[union-attr]
@@ -157,9 +155,7 @@ async def test_bad_inputs_get_clear_errors_and_the_rest_keeps_serving(
             "queryStep": "5m",
             "historyTimeWindow": "4h",
         }
-        nan_response = await wait_for_value(
-            stub, pb.GetMetricsRequest(scaledObjectRef=ref(nan_meta, name="nan"))
-        )
+        nan_response = await wait_for_value(stub, pb.GetMetricsRequest(scaledObjectRef=ref(nan_meta, name="nan")))
         assert math.isfinite(nan_response.metricValues[0].metricValueFloat)
 
         # The good trigger was served all along.
@@ -168,9 +164,7 @@ async def test_bad_inputs_get_clear_errors_and_the_rest_keeps_serving(
 
 
 async def test_prometheus_down_is_unavailable_and_not_ready(dead_port: int) -> None:
-    settings = scaler_settings(
-        prometheus_url=f"http://127.0.0.1:{dead_port}", stale_after=timedelta(seconds=2)
-    )
+    settings = scaler_settings(prometheus_url=f"http://127.0.0.1:{dead_port}", stale_after=timedelta(seconds=2))
     metadata = {"query": "up", "threshold": "1"}
     async with running_app(settings) as app, scaler_stub(app) as stub:
         await stub.GetMetricSpec(ref(metadata), timeout=3)
@@ -226,20 +220,14 @@ async def test_reflection_and_health_with_real_grpcurl(prometheus: PrometheusFix
         address = f"127.0.0.1:{app.grpc_port}"
 
         def run(*args: str) -> str:
-            done = subprocess.run(
-                [str(grpcurl), "-plaintext", *args], capture_output=True, text=True, timeout=30
-            )
+            done = subprocess.run([str(grpcurl), "-plaintext", *args], capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, done.stderr
             return done.stdout
 
         services = (await asyncio.to_thread(run, address, "list")).split()
         assert {"externalscaler.ExternalScaler", "grpc.health.v1.Health"} <= set(services)
-        body = json.dumps(
-            {"scaledObjectRef": {"name": "web", "namespace": "shop", "scalerMetadata": metadata}}
-        )
-        out = json.loads(
-            await asyncio.to_thread(run, "-d", body, address, "externalscaler.ExternalScaler/GetMetrics")
-        )
+        body = json.dumps({"scaledObjectRef": {"name": "web", "namespace": "shop", "scalerMetadata": metadata}})
+        out = json.loads(await asyncio.to_thread(run, "-d", body, address, "externalscaler.ExternalScaler/GetMetrics"))
         assert float(out["metricValues"][0]["metricValueFloat"]) > 0
         health = json.loads(await asyncio.to_thread(run, address, "grpc.health.v1.Health/Check"))
         assert health["status"] == "SERVING"

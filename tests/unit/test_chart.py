@@ -301,9 +301,7 @@ def test_replica_count_is_one(chart: helm.Chart) -> None:
 
 
 @pytest.mark.parametrize("values", VALUE_SETS)
-def test_config_file_is_accepted_by_the_server(
-    chart: helm.Chart, values: dict[str, Any], tmp_path: Path
-) -> None:
+def test_config_file_is_accepted_by_the_server(chart: helm.Chart, values: dict[str, Any], tmp_path: Path) -> None:
     manifests = render(chart, values)
     settings_yaml = manifests["ConfigMap"]["data"]["config.yaml"]
     assert config_file(manifests).keys() <= FIELDS.keys()
@@ -341,9 +339,7 @@ def _secret_at(manifests: Manifests, setting: str) -> tuple[str, str]:
     """(secretName, key) that kubelet puts where the config's ``setting`` points, or fail."""
     target = PurePosixPath(config_file(manifests)[setting])
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
-    mounts = [
-        m for m in container(manifests)["volumeMounts"] if PurePosixPath(m["mountPath"]) == target.parent
-    ]
+    mounts = [m for m in container(manifests)["volumeMounts"] if PurePosixPath(m["mountPath"]) == target.parent]
     assert len(mounts) == 1, f"no single volume mounted at {target.parent}"
     assert mounts[0].get("readOnly") is True
     assert "subPath" not in mounts[0], "subPath mounts never see rotated secrets"

@@ -204,9 +204,7 @@ def test_nab_traffic_keeps_only_the_stretch_after_its_last_long_gap(nab) -> None
 
 
 def grid(start: int, values: list[float]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {DS: minutes(*range(start, start + len(values))), Y: values}, schema={DS: DS_DTYPE, Y: Y_DTYPE}
-    )
+    return pl.DataFrame({DS: minutes(*range(start, start + len(values))), Y: values}, schema={DS: DS_DTYPE, Y: Y_DTYPE})
 
 
 def test_append_new_overlap_new_wins() -> None:

@@ -104,9 +104,7 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "accepted"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES]
-)
+@pytest.mark.parametrize(("key", "value", "accepted"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
 def test_bad_value_names_key_value_and_accepted(key: str, value: str, accepted: str) -> None:
     with pytest.raises(InvalidMetadata) as info:
         ScalerMetadata.parse({**BASE, key: value})
@@ -270,9 +268,9 @@ def test_series_key_shared_by_triggers_differing_only_in_thresholds() -> None:
 
 @pytest.mark.parametrize("change", [{"query": "other"}, {"queryStep": "30s"}, {"model": "ets"}])
 def test_series_key_differs_with_what_is_fetched_or_modelled(change: dict[str, str]) -> None:
-    assert ScalerMetadata.parse({**DEMO, **change}).series_key("replay") != ScalerMetadata.parse(
-        DEMO
-    ).series_key("replay")
+    assert ScalerMetadata.parse({**DEMO, **change}).series_key("replay") != ScalerMetadata.parse(DEMO).series_key(
+        "replay"
+    )
 
 
 def test_series_key_includes_the_source() -> None:

@@ -123,9 +123,7 @@ def test_wraps_around_to_the_slice_start_with_monotonic_timestamps(clock: Clock,
     assert frame[Y].to_list() == trace[-3:] + trace[:6]
 
 
-def test_step_other_than_a_minute_takes_the_sample_at_each_step_time(
-    clock: Clock, trace: list[float]
-) -> None:
+def test_step_other_than_a_minute_takes_the_sample_at_each_step_time(clock: Clock, trace: list[float]) -> None:
     source = ReplaySource(clock=clock)
     start = ANCHOR - timedelta(hours=2)
 
@@ -135,9 +133,7 @@ def test_step_other_than_a_minute_takes_the_sample_at_each_step_time(
     assert five[Y].to_list() == trace[first : 7 * 1440 + 1 : 5]
 
     # Off-grid evaluation times see the latest sample at or before them.
-    half = source.fetch(
-        SERIES, start + timedelta(seconds=30), start + timedelta(minutes=3), timedelta(seconds=30)
-    )
+    half = source.fetch(SERIES, start + timedelta(seconds=30), start + timedelta(minutes=3), timedelta(seconds=30))
     assert half[Y].to_list() == [
         trace[first],
         trace[first + 1],

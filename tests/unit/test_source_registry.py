@@ -133,8 +133,6 @@ def test_from_settings_without_a_url_has_no_default() -> None:
 
 
 def test_from_settings_with_an_unreadable_token_file_is_a_config_error(tmp_path: Path) -> None:
-    settings = Settings(
-        prometheus_url="http://prometheus:9090", prometheus_bearer_token_file=tmp_path / "nope"
-    )
+    settings = Settings(prometheus_url="http://prometheus:9090", prometheus_bearer_token_file=tmp_path / "nope")
     with pytest.raises(ConfigError, match="nope"):
         SourceResolver.from_settings(settings)

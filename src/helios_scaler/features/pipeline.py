@@ -111,8 +111,6 @@ def calendar_features(ds: pl.Series) -> pl.DataFrame:
     """Minute of day and day of week of each timestamp."""
     frame = pl.DataFrame({DS: ds})
     return frame.select(
-        (pl.col(DS).dt.hour().cast(pl.Int32) * 60 + pl.col(DS).dt.minute().cast(pl.Int32)).alias(
-            "minute_of_day"
-        ),
+        (pl.col(DS).dt.hour().cast(pl.Int32) * 60 + pl.col(DS).dt.minute().cast(pl.Int32)).alias("minute_of_day"),
         pl.col(DS).dt.weekday().cast(pl.Int32).alias("weekday"),
     )

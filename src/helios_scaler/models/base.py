@@ -69,6 +69,4 @@ def check_origins(frame: pl.DataFrame, origins: IntArray) -> None:
     if len(origins) == 0:
         raise ModelError("no forecast origins given")
     if int(origins.min()) < 1 or int(origins.max()) > frame.height:
-        raise ModelError(
-            f"forecast origins must lie in 1..{frame.height}, got {origins.min()}..{origins.max()}"
-        )
+        raise ModelError(f"forecast origins must lie in 1..{frame.height}, got {origins.min()}..{origins.max()}")

@@ -97,9 +97,7 @@ class FittedSeries:
         bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0)[None, :] for q in quantiles}
         return mean, bands
 
-    def forecast(
-        self, frame: pl.DataFrame, quantiles: Sequence[float]
-    ) -> tuple[FloatArray, dict[float, FloatArray]]:
+    def forecast(self, frame: pl.DataFrame, quantiles: Sequence[float]) -> tuple[FloatArray, dict[float, FloatArray]]:
         """Point forecast and the requested quantiles for ``horizon`` steps after ``frame``."""
         mean, bands = self.forecast_many(frame, np.array([frame.height], dtype=np.int64), quantiles)
         return mean[0], {q: band[0] for q, band in bands.items()}

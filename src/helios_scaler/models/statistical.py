@@ -200,9 +200,7 @@ class MSTL(BaseForecaster):
         return self
 
     def _deseasonalise(self, frame: pl.DataFrame) -> FloatArray:
-        return np.asarray(
-            values(frame) - self.profile_[phase_index(frame, self.step, self.season)], dtype=np.float64
-        )
+        return np.asarray(values(frame) - self.profile_[phase_index(frame, self.step, self.season)], dtype=np.float64)
 
     def forecast_many(self, frame: pl.DataFrame, origins: IntArray, h: int) -> FloatArray:
         trend = self.model_.forecast_many(frame, self._deseasonalise(frame), origins, h)

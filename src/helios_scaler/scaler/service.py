@@ -67,9 +67,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         except HeliosError as exc:
             await self._abort(context, exc)
         threshold = sub.meta.threshold
-        spec = pb.MetricSpec(
-            metricName=sub.metric_name, targetSize=max(1, round(threshold)), targetSizeFloat=threshold
-        )
+        spec = pb.MetricSpec(metricName=sub.metric_name, targetSize=max(1, round(threshold)), targetSizeFloat=threshold)
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
     async def GetMetrics(
@@ -81,14 +79,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         except HeliosError as exc:
             await self._abort(context, exc)
         name = request.metricName or sub.metric_name
-        value = pb.MetricValue(
-            metricName=name, metricValue=round(decision.value), metricValueFloat=decision.value
-        )
+        value = pb.MetricValue(metricName=name, metricValue=round(decision.value), metricValueFloat=decision.value)
         return pb.GetMetricsResponse(metricValues=[value])
 
-    async def IsActive(
-        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
-    ) -> pb.IsActiveResponse:
+    async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
         try:
             sub = self._subscribe(request)
             decision = self._decide(sub)

@@ -275,9 +275,7 @@ class PrometheusSource:
         (values,) = series.values()
         return self._to_frame(query, values)
 
-    def _query_range(
-        self, query: str, start_s: int, end_s: int, step_s: int, deadline: float
-    ) -> list[dict[str, Any]]:
+    def _query_range(self, query: str, start_s: int, end_s: int, step_s: int, deadline: float) -> list[dict[str, Any]]:
         """One ``/api/v1/query_range`` call, its failures translated to Helios errors."""
         remaining = deadline - time.monotonic()
         where = f"query {query!r} on {self.url}"
@@ -321,9 +319,7 @@ class PrometheusSource:
             micros = [round(float(ts) * 1_000_000) for ts, _ in values]
             ys = [float(value) for _, value in values]  # float() parses "NaN", "+Inf", "-Inf"
         except (TypeError, ValueError) as exc:
-            raise SourceUnavailable(
-                f"query {query!r} on {self.url}: malformed sample in the answer ({exc})"
-            ) from exc
+            raise SourceUnavailable(f"query {query!r} on {self.url}: malformed sample in the answer ({exc})") from exc
         return (
             pl.DataFrame({DS: pl.Series(micros, dtype=pl.Int64), Y: pl.Series(ys, dtype=Y_DTYPE)})
             .with_columns(pl.col(DS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").cast(DS_DTYPE))

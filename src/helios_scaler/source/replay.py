@@ -44,9 +44,7 @@ def load_trace() -> pl.DataFrame:
     The result is cached; polars frames are immutable, so sharing it is safe.
     """
     raw = resources.files("helios_scaler.source").joinpath("data", _DATA_FILE).read_bytes()
-    frame = pl.read_csv(
-        gzip.decompress(raw), schema={"period": pl.String, "count": pl.Int64}, has_header=True
-    )
+    frame = pl.read_csv(gzip.decompress(raw), schema={"period": pl.String, "count": pl.Int64}, has_header=True)
     return frame.select(
         pl.col("period").str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC").alias(DS),
         pl.col("count").cast(Y_DTYPE).alias(Y),

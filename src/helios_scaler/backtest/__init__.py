@@ -1,0 +1,1 @@
+"""What-if backtests: replay history through the serving code path and simulate KEDA + the HPA."""

@@ -1,0 +1,101 @@
+"""The ``backtest`` command: arguments → sources and metadata → run → files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+from helios_scaler.backtest import report
+from helios_scaler.backtest.run import BacktestConfig, load, run_backtest
+from helios_scaler.compat import progress
+from helios_scaler.config import Settings, load_settings
+from helios_scaler.durations import format_duration, parse_duration
+from helios_scaler.errors import HeliosError, InputDataError
+from helios_scaler.scaler.metadata import ScalerMetadata
+from helios_scaler.source.base import Source
+from helios_scaler.source.csv import CsvSource, infer_step
+from helios_scaler.source.registry import SourceResolver
+
+logger = logging.getLogger(__name__)
+
+
+def _time(flag: str, text: str | None) -> datetime:
+    if not text:
+        raise InputDataError(f"{flag} is required with --query (ISO 8601, e.g. 2026-11-01T00:00:00Z)")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputDataError(f"{flag} {text!r} is not ISO 8601 (e.g. 2026-11-01T00:00:00Z)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _duration(flag: str, text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InputDataError(f"{flag}: {exc}") from None
+
+
+def _source(args: argparse.Namespace, settings: Settings) -> tuple[Source, str, datetime, datetime, timedelta | None]:
+    """The source, query and range to read, and the step the history implies (CSV)."""
+    if (args.input is None) == (args.query is None):
+        raise InputDataError("give either --input FILE.csv or --query with --start/--end")
+    if args.input is not None:
+        csv = CsvSource(args.input)
+        first, last = csv.frame["ds"][0], csv.frame["ds"][-1]
+        return csv, str(args.input), first, last, infer_step(csv.frame)
+    resolver = SourceResolver.from_settings(settings)
+    return resolver.resolve(None), args.query, _time("--start", args.start), _time("--end", args.end), None
+
+
+def backtest(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = load_settings(args.config, os.environ, {"prometheus_url": args.prometheus_url})
+        source, query, start, end, csv_step = _source(args, settings)
+        step = args.step or (format_duration(csv_step) if csv_step else "1m")
+        metadata = {
+            "query": query,
+            "threshold": args.threshold,
+            "leadTime": args.lead_time,
+            "quantile": args.quantile,
+            "model": args.model,
+            "historyTimeWindow": args.history,
+            "queryStep": step,
+        }
+        meta = ScalerMetadata.parse(metadata)
+        config = BacktestConfig(
+            meta=meta,
+            startup=_duration("--startup", args.startup),
+            retrain_interval=_duration("--retrain-interval", args.retrain_interval)
+            if args.retrain_interval
+            else settings.retrain_interval,
+            refresh_interval=settings.refresh_interval,
+            stale_after=settings.stale_after,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            scale_down_window=_duration("--scale-down-window", args.scale_down_window),
+            warmup=_duration("--warmup", args.warmup) if args.warmup else None,
+            workers=max(1, args.workers),
+        )
+        frame, clean = load(source, query, start, end, meta.query_step)
+        logger.info(
+            "read %d points (%d filled, %d NaN/Inf dropped); replaying at %s, retraining every %s",
+            frame.height,
+            clean.filled,
+            clean.dropped_non_finite,
+            format_duration(meta.query_step),
+            format_duration(config.retrain_interval),
+        )
+        outcome = run_backtest(frame, clean, config, lambda items: progress(items, desc="retrains"))
+        title = args.title or (args.input.name if args.input is not None else query)
+        written = report.write(outcome, args.out, title, with_plots=not args.no_plots)
+    except (HeliosError, ValueError) as exc:
+        print(f"helios-scaler backtest: {exc}", file=sys.stderr)
+        return 2
+    print(report.markdown(outcome, title).split("\n*Cost at SLO*")[0])
+    print(f"\nwrote {', '.join(str(path) for path in written)}")
+    return 0

@@ -1,0 +1,165 @@
+"""Replay a history through the serving code path on a simulated clock.
+
+At every step ``t`` the scaler knows the clean grid up to ``t`` and nothing after it.
+It is retrained on the schedule the server uses (``retrain_interval``) with the same
+:func:`~helios_scaler.models.selection.select_and_fit` on the same history window, its
+forecasts are refreshed at every step with the fitted model (batched with
+``forecast_many``, which equals one refresh per step), and the value served is
+:func:`helios_scaler.policy.decide` applied to the same :class:`~helios_scaler.store.SeriesState`
+the trainer would publish.  Retrains are independent given their data, so they can run
+in a process pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from helios_scaler.errors import ModelError
+from helios_scaler.features.pipeline import season_length
+from helios_scaler.features.schema import DS
+from helios_scaler.models.base import FloatArray, values
+from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
+from helios_scaler.policy import Reason, decide
+from helios_scaler.scaler.metadata import ScalerMetadata
+from helios_scaler.store import SeriesState
+from helios_scaler.subscriptions import forecast_horizon, series_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What helios served at each evaluated step, and its forecast accuracy."""
+
+    start: int
+    served: FloatArray
+    reasons: list[str]
+    models: list[str]
+    #: Point forecast of the step ``leadTime`` ahead, and seasonal naive's, with the truth.
+    forecast_at_lead: FloatArray
+    naive_at_lead: FloatArray
+    truth_at_lead: FloatArray
+    retrains: int
+    failed_retrains: int
+
+    @property
+    def mase(self) -> float:
+        """MAE of the forecast ``leadTime`` ahead over seasonal naive's, on the same steps."""
+        ok = np.isfinite(self.truth_at_lead) & np.isfinite(self.forecast_at_lead) & np.isfinite(self.naive_at_lead)
+        naive = float(np.mean(np.abs(self.truth_at_lead[ok] - self.naive_at_lead[ok])))
+        model = float(np.mean(np.abs(self.truth_at_lead[ok] - self.forecast_at_lead[ok])))
+        return model / naive if naive > 0 else math.nan
+
+
+def _fit(window: pl.DataFrame, step: timedelta, horizon: int, model: str) -> FittedSeries | str:
+    """One retrain; a failure is returned as its message (the previous model keeps serving)."""
+    try:
+        return select_and_fit(window, step, horizon, model)
+    except ModelError as exc:
+        return str(exc)
+
+
+def replay(
+    frame: pl.DataFrame,
+    meta: ScalerMetadata,
+    retrain_interval: timedelta,
+    refresh_interval: timedelta,
+    stale_after: timedelta,
+    start: int,
+    workers: int = 1,
+    progress: Callable[[Iterable[int]], Iterable[int]] = lambda it: it,
+) -> ReplayResult:
+    """Serve every step from ``start`` on as the live server would have."""
+    step = meta.query_step
+    n = frame.height
+    if not MIN_HISTORY_POINTS <= start < n:
+        raise ValueError(f"start must lie in {MIN_HISTORY_POINTS}..{n - 1}, got {start}")
+    horizon = forecast_horizon(meta.lead_time, step, refresh_interval)
+    every = max(1, round(retrain_interval / step))
+    history = meta.history_points
+    lead = meta.horizon_steps
+    train_at = list(range(start, n, every))
+    windows = [frame.slice(max(0, t + 1 - history), min(t + 1, history)) for t in train_at]
+
+    # "spawn": forking a process that has started polars' thread pool can deadlock.
+    context = multiprocessing.get_context("spawn")
+    pool: Executor | None = ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
+    try:
+        if pool is not None:
+            futures = [pool.submit(_fit, w, step, horizon, meta.model) for w in windows]
+            results: Iterable[FittedSeries | str] = (f.result() for f in futures)
+        else:
+            results = (_fit(w, step, horizon, meta.model) for w in windows)
+        return _serve(frame, meta, train_at, results, horizon, lead, stale_after, start, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _serve(
+    frame: pl.DataFrame,
+    meta: ScalerMetadata,
+    train_at: list[int],
+    results: Iterable[FittedSeries | str],
+    horizon: int,
+    lead: int,
+    stale_after: timedelta,
+    start: int,
+    progress: Callable[[Iterable[int]], Iterable[int]],
+) -> ReplayResult:
+    n = frame.height
+    y = values(frame)
+    ds = frame[DS].to_list()
+    season = season_length(meta.query_step)
+    key = meta.series_key("backtest")
+    base = SeriesState(key=key, series_id=series_id(key), step=meta.query_step)
+    served = np.empty(n - start)
+    forecast_at_lead = np.full(n - start, np.nan)
+    reasons: list[str] = []
+    models: list[str] = []
+    fitted: FittedSeries | None = None
+    failures = 0
+    bounds = [*train_at, n]
+    result_iter = iter(results)
+    for segment in progress(range(len(train_at))):
+        outcome = next(result_iter)
+        if isinstance(outcome, str):
+            failures += 1
+            logger.warning(
+                "retrain at step %d failed, the previous model keeps serving: %s", train_at[segment], outcome
+            )
+        else:
+            fitted = outcome
+        first, last = bounds[segment], bounds[segment + 1]
+        steps = np.arange(first, last)
+        if fitted is not None:
+            mean, bands = fitted.forecast_many(frame, steps + 1, [meta.quantile])
+        for row, t in enumerate(steps.tolist()):
+            state = replace(base, observed_at=ds[t], last_value=float(y[t]), fetched_at=ds[t])
+            if fitted is not None:
+                state = replace(state, mean=mean[row], bands={meta.quantile: bands[meta.quantile][row]})
+                forecast_at_lead[t - start] = mean[row][lead - 1]
+            decision = decide(state, meta, ds[t], stale_after)
+            served[t - start] = decision.value
+            reasons.append(decision.reason.value)
+            models.append(fitted.alias if fitted is not None else Reason.WARMING_UP.value)
+    index = np.arange(start, n)
+    target = index + lead
+    inside = target < n
+    truth = np.full(n - start, np.nan)
+    truth[inside] = y[target[inside]]
+    naive = np.full(n - start, np.nan)
+    # Seasonal naive for the step ``lead`` ahead, knowing only data through ``t``.
+    source = target - season * math.ceil(lead / season)
+    usable = inside & (source >= 0)
+    naive[usable] = y[source[usable]]
+    return ReplayResult(start, served, reasons, models, forecast_at_lead, naive, truth, len(train_at), failures)
