@@ -104,6 +104,12 @@ def _add_backtest_parser(commands: Any) -> None:
     )
     source = backtest.add_argument_group("history (a CSV, or a Prometheus query over a range)")
     source.add_argument("--input", type=Path, help="CSV file: first column timestamp, second column value")
+    source.add_argument(
+        "--duplicates",
+        choices=("error", "last"),
+        default="error",
+        help="a repeated timestamp in the CSV: refuse it (default) or keep its last row (daylight-saving exports)",
+    )
     source.add_argument("--query", help="PromQL returning one series (with --start/--end and --prometheus-url)")
     source.add_argument("--start", help="range start, ISO 8601 (with --query)")
     source.add_argument("--end", help="range end, ISO 8601 (with --query)")

@@ -44,7 +44,7 @@ def _source(args: argparse.Namespace, settings: Settings) -> tuple[Source, str, 
     if (args.input is None) == (args.query is None):
         raise InputDataError("give either --input FILE.csv or --query with --start/--end")
     if args.input is not None:
-        csv = CsvSource(args.input)
+        csv = CsvSource(args.input, args.duplicates)
         first, last = csv.frame["ds"][0], csv.frame["ds"][-1]
         return csv, str(args.input), first, last, infer_step(csv.frame)
     resolver = SourceResolver.from_settings(settings)

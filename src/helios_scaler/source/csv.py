@@ -31,8 +31,14 @@ def _parse_timestamp(text: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def read_history_csv(path: Path) -> pl.DataFrame:
-    """Read and validate a ``timestamp,value`` CSV into a ``ds``/``y`` frame."""
+def read_history_csv(path: Path, duplicates: str = "error") -> pl.DataFrame:
+    """Read and validate a ``timestamp,value`` CSV into a ``ds``/``y`` frame.
+
+    ``duplicates="last"`` keeps the last row of a repeated timestamp instead of failing
+    (daylight-saving exports repeat an hour's timestamps); the default refuses them.
+    """
+    if duplicates not in ("error", "last"):
+        raise ValueError(f"duplicates must be 'error' or 'last', got {duplicates!r}")
     try:
         raw = pl.read_csv(path, infer_schema=False, has_header=True)
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -56,7 +62,13 @@ def read_history_csv(path: Path) -> pl.DataFrame:
         except ValueError:
             raise InputDataError(f"{path}, line {row}: value {value!r} is not a number") from None
         if moment in seen:
-            raise InputDataError(f"{path}, line {row}: timestamp {stamp} appears twice (first on line {seen[moment]})")
+            if duplicates == "error":
+                raise InputDataError(
+                    f"{path}, line {row}: timestamp {stamp} appears twice (first on line {seen[moment]}); "
+                    "pass --duplicates last to keep the last row of each repeated timestamp"
+                )
+            numbers[-1] = number
+            continue
         if previous is not None and moment < previous:
             raise InputDataError(
                 f"{path}, line {row}: timestamp {stamp} is earlier than the line before; sort the file by time"
@@ -84,9 +96,9 @@ class CsvSource:
 
     name = "csv"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, duplicates: str = "error") -> None:
         self.path = path
-        self.frame = read_history_csv(path)
+        self.frame = read_history_csv(path, duplicates)
 
     def now(self) -> datetime:
         last: datetime = self.frame[DS][-1]
