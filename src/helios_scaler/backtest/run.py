@@ -21,11 +21,12 @@ from helios_scaler.backtest import strategies
 from helios_scaler.backtest.evaluate import StrategyResult, evaluate
 from helios_scaler.backtest.hpa import HpaConfig
 from helios_scaler.backtest.replay import ReplayResult, replay
+from helios_scaler.durations import format_duration
 from helios_scaler.errors import InputDataError
 from helios_scaler.features.pipeline import CleanReport, align_to_grid, season_length
 from helios_scaler.features.schema import DS
 from helios_scaler.models.base import values
-from helios_scaler.models.selection import MIN_HISTORY_POINTS
+from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
 from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.base import Source
 
@@ -101,6 +102,15 @@ def run_backtest(
             f"(warm-up of {warmup}) only train, and at least {minimum} more are needed to evaluate. "
             "Give more history or a shorter --history/--warmup."
         )
+    if meta.model != "auto":
+        model = candidates(meta.model, step, meta.horizon_steps, meta.history_points)[0]
+        train_points = min(meta.history_points, start) - holdout_points(min(meta.history_points, start), season)
+        if model.min_points > train_points:
+            raise InputDataError(
+                f"model {meta.model} needs at least {model.min_points} points to train (for mstl: two daily seasons "
+                f"of {season} steps at {format_duration(step)}), but a history of {min(meta.history_points, start)} points leaves "
+                f"{train_points} after the backtest holdout; give a longer --history/--warmup or use model auto"
+            )
     started = time.perf_counter()
     result = replay(
         frame,
