@@ -102,7 +102,9 @@ def simulate(values: FloatArray, demand: FloatArray, config: HpaConfig) -> Simul
         # Scale-down stabilization: never below the highest recommendation of the window.
         target = min(current, max(r for _, r in recent)) if recommendation < current else recommendation
         if target > current:
-            limit = max(current * 2**syncs, current + 4 * syncs)
+            limit = current
+            for _ in range(syncs):  # per 15 s sync: double or add 4, whichever allows more
+                limit = max(2 * limit, limit + 4)
             target = min(target, limit, high)
             starting.append([t + delay, target - current])
             if delay == 0:

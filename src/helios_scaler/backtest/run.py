@@ -104,11 +104,12 @@ def run_backtest(
         )
     if meta.model != "auto":
         model = candidates(meta.model, step, meta.horizon_steps, meta.history_points)[0]
-        train_points = min(meta.history_points, start) - holdout_points(min(meta.history_points, start), season)
+        history = min(meta.history_points, start)
+        train_points = history - holdout_points(history, season)
         if model.min_points > train_points:
             raise InputDataError(
                 f"model {meta.model} needs at least {model.min_points} points to train (for mstl: two daily seasons "
-                f"of {season} steps at {format_duration(step)}), but a history of {min(meta.history_points, start)} points leaves "
+                f"of {season} steps at {format_duration(step)}), but a history of {history} points leaves "
                 f"{train_points} after the backtest holdout; give a longer --history/--warmup or use model auto"
             )
     started = time.perf_counter()

@@ -84,15 +84,18 @@ def periodic_max(
     """Crane-EHPA-style FFT prediction, max over the prediction window, floored at the observation."""
     n = len(demand)
     out = demand.copy()
-    history = history_seasons * season
     start = 2 * season
     for refit_at in range(start, n, refit_steps):
-        past = demand[max(0, refit_at - history) : refit_at]
+        # Whole seasons only: the extrapolation repeats the window, so it must end in phase.
+        seasons = min(history_seasons, refit_at // season)
+        past = demand[refit_at - seasons * season : refit_at]
         length = len(past)
-        # A linear trend is removed first and extrapolated (a periodic fit alone repeats the
-        # window's start, which on a growing series is always behind).
+        # The trend is removed first and extrapolated (a periodic fit alone repeats the window's start,
+        # which on a growing series is always behind). It is estimated from the first and last seasons'
+        # means, which a purely periodic signal leaves at exactly zero (a least-squares line does not).
         x = np.arange(length)
-        slope, intercept = np.polyfit(x, past, 1)
+        slope = (past[-season:].mean() - past[:season].mean()) / ((seasons - 1) * season)
+        intercept = past.mean() - slope * (length - 1) / 2
         spectrum = np.fft.rfft(past - (slope * x + intercept))
         keep = np.argsort(np.abs(spectrum[1:]))[::-1][:components] + 1
         horizon = min(refit_steps, n - refit_at) + window_steps

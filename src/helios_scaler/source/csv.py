@@ -22,6 +22,8 @@ def _parse_timestamp(text: str) -> datetime | None:
     text = text.strip()
     try:
         return datetime.fromtimestamp(float(text), UTC)
+    except (OverflowError, OSError):
+        return None  # a number, but not a representable Unix time
     except ValueError:
         pass
     try:
@@ -49,13 +51,14 @@ def read_history_csv(path: Path, duplicates: str = "error") -> pl.DataFrame:
     times: list[datetime] = []
     numbers: list[float] = []
     previous: datetime | None = None
-    seen: dict[datetime, int] = {}
+    seen: dict[datetime, tuple[int, int]] = {}  # timestamp -> (line, index in the output)
     for index, (stamp, value) in enumerate(zip(raw[stamps].to_list(), raw[values].to_list(), strict=True)):
         row = index + 2  # line number in the file, after the header
         moment = _parse_timestamp(stamp or "")
         if moment is None:
             raise InputDataError(
-                f"{path}, line {row}: timestamp {stamp!r} is not ISO 8601 (e.g. 2014-04-10 00:04:00) or Unix seconds"
+                f"{path}, line {row}: timestamp {stamp or ''!r} is not ISO 8601 (e.g. 2014-04-10 00:04:00) "
+                "or Unix seconds"
             )
         try:
             number = float(value) if value is not None else float("nan")
@@ -64,16 +67,16 @@ def read_history_csv(path: Path, duplicates: str = "error") -> pl.DataFrame:
         if moment in seen:
             if duplicates == "error":
                 raise InputDataError(
-                    f"{path}, line {row}: timestamp {stamp} appears twice (first on line {seen[moment]}); "
+                    f"{path}, line {row}: timestamp {stamp} appears twice (first on line {seen[moment][0]}); "
                     "pass --duplicates last to keep the last row of each repeated timestamp"
                 )
-            numbers[-1] = number
+            numbers[seen[moment][1]] = number
             continue
         if previous is not None and moment < previous:
             raise InputDataError(
                 f"{path}, line {row}: timestamp {stamp} is earlier than the line before; sort the file by time"
             )
-        seen[moment] = row
+        seen[moment] = (row, len(times))
         previous = moment
         times.append(moment)
         numbers.append(number)
