@@ -177,3 +177,18 @@ def test_reads_the_whole_real_file_like_polars_does() -> None:
     reference = pl.read_csv(path, schema={"timestamp": pl.String, "value": pl.Float64})
     assert frame[Y].to_list() == reference["value"].to_list()
     assert frame[DS][0] == datetime(2014, 4, 10, 0, 4, tzinfo=UTC)
+
+
+def test_duplicates_last_keeps_the_last_row_of_each_repeated_timestamp(tmp_path: Path) -> None:
+    """A daylight-saving export repeats 03:00; with duplicates="last" the repeat replaces the
+    first row with that timestamp (not merely the previous row)."""
+    path = write(
+        tmp_path, "t,v\n2014-04-10 02:00:00,1\n2014-04-10 03:00:00,2\n2014-04-10 03:00:00,3\n2014-04-10 04:00:00,4\n"
+    )
+    with pytest.raises(
+        InputDataError, match=r"line 4: timestamp 2014-04-10 03:00:00 appears twice \(first on line 3\)"
+    ):
+        read_history_csv(path)
+    frame = read_history_csv(path, duplicates="last")
+    assert frame[Y].to_list() == [1.0, 3.0, 4.0]
+    assert frame[DS].to_list() == [at(2, 0), at(3, 0), at(4, 0)]
