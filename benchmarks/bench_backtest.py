@@ -11,7 +11,8 @@ Traces and settings (stated, not tuned per trace):
 - WorldCup98 requests/minute, 87 days, 1-minute step: pod start-up 2 and 5 minutes,
   leadTime = start-up, threshold 1,000 requests/minute per replica;
 - every NAB realAWSCloudwatch series (5-minute step, ~14 days): start-up one step (5m),
-  leadTime 5m, threshold = the series' median / 5 (about five replicas at the median);
+  leadTime 5m, threshold = the series' median / 5 (about five replicas at the median; the
+  mean where the median is 0);
 - NAB nyc_taxi (30-minute step, 7 months): start-up one step (30m), leadTime 30m,
   threshold = median / 5.
 All use the defaults otherwise: quantile 0.9, model auto, 7 days of history, daily
@@ -100,7 +101,9 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
     source = CsvSource(trace.path, duplicates="last")
     step = infer_step(source.frame)
     frame, clean = load(source, trace.name, source.frame["ds"][0], source.frame["ds"][-1], step)
-    threshold = trace.threshold or float(np.median(frame["y"].to_numpy())) / 5
+    y = frame["y"].to_numpy()
+    # About five replicas at the median (the mean where the median is 0, as for sparse disk writes).
+    threshold = trace.threshold or float(np.median(y) if np.median(y) > 0 else np.mean(y)) / 5
     rows = []
     for startup in trace.startups:
         lead = max(startup, step)
