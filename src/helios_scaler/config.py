@@ -71,7 +71,7 @@ class Settings:
         default=timedelta(minutes=5),
         metadata={"help": "a series whose newest data is older than this is stale (health turns NOT_SERVING)"},
     )
-    training_workers: int = field(default=1, metadata={"help": "threads that fit models in the background"})
+    training_workers: int = field(default=1, metadata={"help": "processes that fit models in the background"})
     max_series: int = field(default=1000, metadata={"help": "most distinct series the server tracks"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})

@@ -1,20 +1,23 @@
 """The background loop: fetch new points, refresh forecasts, retrain on a schedule.
 
 This is the only module that spans source, features, models and store.  Blocking work
-(range queries, polars, model fitting) runs in thread pools — statsforecast's compiled
-core, LightGBM and polars release the GIL — so the event loop that serves gRPC never
-waits on it.  Each series has at most one job in flight; its results are published to
-the store as one new immutable :class:`~helios_scaler.store.SeriesState`.
+(range queries, polars) runs in a thread pool and model fitting in a process pool —
+statsforecast's AutoETS and MSTL hold the GIL, so fitting them in threads would stall
+the event loop that serves gRPC (measured in benchmarks/bench_training.py).  Each series
+has at most one job in flight; its results are published to the store as one new
+immutable :class:`~helios_scaler.store.SeriesState`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +61,13 @@ class _Work:
     next_refresh: float = 0.0
     next_retrain: float = 0.0
     busy: bool = False
+
+
+def _training_pool(workers: int) -> ProcessPoolExecutor:
+    """Model fitting runs in processes: statsforecast's AutoETS and MSTL hold the GIL, and in a
+    thread pool they stall the event loop for up to ~0.7 s (benchmarks/bench_training.py).
+    "spawn": forking a process that has started polars' thread pool can deadlock."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -108,7 +118,8 @@ class Trainer:
         self._events = events or TrainingEvents()
         self._clock = clock
         self._io = ThreadPoolExecutor(fetch_workers, thread_name_prefix="helios-fetch")
-        self._train = ThreadPoolExecutor(training_workers, thread_name_prefix="helios-train")
+        self._training_workers = training_workers
+        self._train = _training_pool(training_workers)
         self._work: dict[SeriesKey, _Work] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -228,7 +239,10 @@ class Trainer:
             fitted = await loop.run_in_executor(
                 self._train, select_and_fit, work.frame, demand.step, demand.horizon, demand.key.model
             )
-        except (HeliosError, ValueError, ArithmeticError) as exc:
+        except (HeliosError, ValueError, ArithmeticError, BrokenProcessPool) as exc:
+            if isinstance(exc, BrokenProcessPool):  # a worker died (e.g. killed for memory): start afresh
+                self._train.shutdown(wait=False, cancel_futures=True)
+                self._train = _training_pool(self._training_workers)
             self._events.train_failed(demand.key, exc)
             logger.warning("training failed for query %r: %s", demand.key.query, exc)
             work.state = replace(work.state, error=f"training failed: {exc}")
