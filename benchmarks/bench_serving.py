@@ -319,9 +319,7 @@ async def open_loop(
     port: int, server_pid: int, series: int, rate: float, warmup: float, duration: float, channels: int
 ) -> dict[str, Any]:
     """Start ``rate`` requests/s for ``warmup + duration`` s; measure those of the last ``duration``."""
-    requests = [
-        pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)
-    ]
+    requests = [pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)]
     chans = _channels(port, channels)
     stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
     for chan in chans:
@@ -389,9 +387,7 @@ async def closed_loop(
     port: int, server_pid: int, series: int, concurrency: int, warmup: float, duration: float, channels: int
 ) -> dict[str, Any]:
     """Keep ``concurrency`` requests in flight; count the ones started in the last ``duration`` s."""
-    requests = [
-        pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)
-    ]
+    requests = [pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)]
     chans = _channels(port, channels)
     stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
     for chan in chans:
@@ -506,9 +502,7 @@ def wait_for_forecasts(helios: Server, series: int, timeout: float, log: Callabl
         if ready >= series:
             return time.monotonic() - started
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {ready} of {series} triggers have a forecast after {timeout}s: {reasons}"
-            )
+            raise RuntimeError(f"only {ready} of {series} triggers have a forecast after {timeout}s: {reasons}")
         log(f"  warming up: {ready}/{series} triggers have a forecast {dict(reasons)}")
         time.sleep(2.0)
 
@@ -519,17 +513,13 @@ def idle_cpu(servers: dict[str, Server], seconds: float) -> dict[str, float]:
     wall = time.perf_counter()
     time.sleep(seconds)
     elapsed = time.perf_counter() - wall
-    return {
-        name: (_proc_cpu_seconds(server.pid) - before[name]) / elapsed for name, server in servers.items()
-    }
+    return {name: (_proc_cpu_seconds(server.pid) - before[name]) / elapsed for name, server in servers.items()}
 
 
 def machine_facts(pinned: tuple[str, str] | None) -> dict[str, Any]:
     cpu_model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        cpu_model = next(
-            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), ""
-        )
+        cpu_model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
     from google import protobuf
 
     commit = subprocess.run(
@@ -546,9 +536,7 @@ def machine_facts(pinned: tuple[str, str] | None) -> dict[str, Any]:
         "git_commit": commit,
         "loadavg_at_start": os.getloadavg(),
         "pinning": (
-            {"servers_cpus": pinned[0], "load_generator_cpus": pinned[1]}
-            if pinned
-            else "none (OS scheduling)"
+            {"servers_cpus": pinned[0], "load_generator_cpus": pinned[1]} if pinned else "none (OS scheduling)"
         ),
     }
 
@@ -594,9 +582,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]], config: dict[str
     for server in ("helios", "bare"):
         medians[server] = {}
         for mode in ("open", "closed"):
-            medians[server][mode] = {
-                key: median_of(runs[server][mode], key) for m, key, _ in METRIC_ROWS if m == mode
-            }
+            medians[server][mode] = {key: median_of(runs[server][mode], key) for m, key, _ in METRIC_ROWS if m == mode}
     helios_open, helios_closed = medians["helios"]["open"], medians["helios"]["closed"]
     bare_closed = medians["bare"]["closed"]
     throughput_ratio = helios_closed["achieved_rps"] / bare_closed["achieved_rps"]
@@ -717,9 +703,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "idle": args.idle,
     }
     facts = machine_facts(pinned)
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s: {"open": [], "closed": []} for s in ("helios", "bare")
-    }
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"open": [], "closed": []} for s in ("helios", "bare")}
     servers: dict[str, Server] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as logdir:
         try:
@@ -835,17 +819,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="rounds; medians are reported (default 3)")
     parser.add_argument("--series", type=int, default=SERIES, help="distinct ScaledObjects (default 1000)")
     parser.add_argument("--rate", type=float, default=2000.0, help="open-loop requests/s (default 2000)")
-    parser.add_argument(
-        "--duration", type=float, default=30.0, help="open-loop measured seconds (default 30)"
-    )
+    parser.add_argument("--duration", type=float, default=30.0, help="open-loop measured seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=3.0, help="open-loop warm-up seconds (default 3)")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop requests in flight (64)")
     parser.add_argument("--closed-duration", type=float, default=10.0, help="closed-loop seconds (10)")
     parser.add_argument("--closed-warmup", type=float, default=2.0, help="closed-loop warm-up seconds (2)")
     parser.add_argument("--channels", type=int, default=4, help="client channels/connections (default 4)")
-    parser.add_argument(
-        "--idle", type=float, default=30.0, help="seconds to measure idle server CPU (30: one refresh)"
-    )
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds to measure idle server CPU (30: one refresh)")
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
@@ -873,9 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if role == "open":
         outcome = asyncio.run(
-            open_loop(
-                args.port, args.server_pid, args.series, args.rate, args.warmup, args.duration, args.channels
-            )
+            open_loop(args.port, args.server_pid, args.series, args.rate, args.warmup, args.duration, args.channels)
         )
         print(json.dumps(outcome))
         return 0
