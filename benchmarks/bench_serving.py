@@ -315,15 +315,23 @@ async def register(port: int, series: int) -> dict[str, Any]:
     return {"errors": dict(errors)}
 
 
-async def open_loop(
-    port: int, server_pid: int, series: int, rate: float, warmup: float, duration: float, channels: int
-) -> dict[str, Any]:
-    """Start ``rate`` requests/s for ``warmup + duration`` s; measure those of the last ``duration``."""
+async def _clients(
+    port: int, series: int, channels: int
+) -> tuple[list[pb.GetMetricsRequest], list[grpc.aio.Channel], list[pb_grpc.ExternalScalerStub]]:
+    """One request per ScaledObject, and ready channels with their stubs."""
     requests = [pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)]
     chans = _channels(port, channels)
     stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
     for chan in chans:
         await asyncio.wait_for(chan.channel_ready(), 10)
+    return requests, chans, stubs
+
+
+async def open_loop(
+    port: int, server_pid: int, series: int, rate: float, warmup: float, duration: float, channels: int
+) -> dict[str, Any]:
+    """Start ``rate`` requests/s for ``warmup + duration`` s; measure those of the last ``duration``."""
+    requests, chans, stubs = await _clients(port, series, channels)
     latencies: list[float] = []
     lags: list[float] = []
     errors: Counter[str] = Counter()
@@ -387,11 +395,7 @@ async def closed_loop(
     port: int, server_pid: int, series: int, concurrency: int, warmup: float, duration: float, channels: int
 ) -> dict[str, Any]:
     """Keep ``concurrency`` requests in flight; count the ones started in the last ``duration`` s."""
-    requests = [pb.GetMetricsRequest(scaledObjectRef=scaled_object(i), metricName="s0") for i in range(series)]
-    chans = _channels(port, channels)
-    stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
-    for chan in chans:
-        await asyncio.wait_for(chan.channel_ready(), 10)
+    requests, chans, stubs = await _clients(port, series, channels)
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     cpu = CpuWindow(server_pid)
