@@ -15,8 +15,9 @@ Traces and settings (stated, not tuned per trace):
   mean where the median is 0);
 - NAB nyc_taxi (30-minute step, 7 months): start-up one step (30m), leadTime 30m,
   threshold = median / 5.
-All use the defaults otherwise: quantile 0.9, model auto, 7 days of history, daily
-retraining, the first 7 days only train.
+All use the defaults otherwise: quantile 0.9, model auto, 7 days of history (half the
+trace for the one NAB file shorter than two weeks), daily retraining; the first
+``historyTimeWindow`` only trains.
 
     .venv/bin/python benchmarks/bench_backtest.py            # everything (~20 min on 2 cores)
     .venv/bin/python benchmarks/bench_backtest.py --quick    # two NAB series, no accuracy sweep
@@ -46,6 +47,7 @@ from helios_scaler.backtest.replay import replay
 from helios_scaler.backtest.run import BacktestConfig, load, run_backtest
 from helios_scaler.config import Settings
 from helios_scaler.durations import format_duration
+from helios_scaler.errors import HeliosError
 from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.csv import CsvSource, infer_step
 
@@ -84,7 +86,14 @@ def traces(quick: bool) -> list[Trace]:
     ]
 
 
-def metadata(query: str, step: timedelta, threshold: float, lead: timedelta, quantile: float = 0.9) -> ScalerMetadata:
+def metadata(
+    query: str,
+    step: timedelta,
+    threshold: float,
+    lead: timedelta,
+    quantile: float = 0.9,
+    history: timedelta = timedelta(days=7),
+) -> ScalerMetadata:
     return ScalerMetadata.parse(
         {
             "query": query,
@@ -92,6 +101,7 @@ def metadata(query: str, step: timedelta, threshold: float, lead: timedelta, qua
             "leadTime": format_duration(lead),
             "queryStep": format_duration(step),
             "quantile": repr(quantile),
+            "historyTimeWindow": format_duration(history),
         }
     )
 
@@ -104,11 +114,14 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
     y = frame["y"].to_numpy()
     # About five replicas at the median (the mean where the median is 0, as for sparse disk writes).
     threshold = trace.threshold or float(np.median(y) if np.median(y) > 0 else np.mean(y)) / 5
+    # Seven days of history, or half the trace where it is shorter than two weeks (one NAB file has 4 days).
+    span = frame["ds"][-1] - frame["ds"][0]
+    history = min(timedelta(days=7), span / 2 // timedelta(hours=1) * timedelta(hours=1))
     rows = []
     for startup in trace.startups:
         lead = max(startup, step)
         config = BacktestConfig(
-            meta=metadata(trace.name, step, threshold, lead),
+            meta=metadata(trace.name, step, threshold, lead, history=history),
             startup=startup,
             retrain_interval=settings.retrain_interval,
             refresh_interval=settings.refresh_interval,
@@ -119,7 +132,9 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
         results = outcome.results
         # The same trigger with quantile 0.5: the headroom sweep supplies the margin, the median the shape.
         median = run_backtest(
-            frame, clean, replace(config, meta=metadata(trace.name, step, threshold, lead, quantile=0.5))
+            frame,
+            clean,
+            replace(config, meta=metadata(trace.name, step, threshold, lead, quantile=0.5, history=history)),
         ).results["helios"]
         row: dict[str, Any] = {
             "trace": trace.name,
@@ -127,6 +142,7 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
             "startup": format_duration(startup),
             "lead_time": format_duration(lead),
             "threshold": round(threshold, 3),
+            "history": format_duration(history),
             "steps": len(outcome.demand),
             "seconds": round(outcome.seconds, 1),
             "models": sorted(set(outcome.replay.models)),
@@ -149,7 +165,7 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
             if lead < step:
                 accuracy_row[f"mase_{minutes}m"] = None
                 continue
-            meta = metadata(trace.name, step, threshold, lead)
+            meta = metadata(trace.name, step, threshold, lead, history=history)
             start = math.ceil(meta.history_time_window / step)
             result = replay(
                 frame, meta, settings.retrain_interval, settings.refresh_interval, settings.stale_after, start, workers
@@ -212,6 +228,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {_fmt(row['periodic_max_gap_closed'], True)} "
             f"| {100 * row['helios_unserved']:.2f} % / {100 * row['reactive_unserved']:.2f} % | {verdict(row)} |"
         )
+    for failure in meta.get("failed", []):
+        lines.append(f"| {failure.split(':', 1)[0]} | — | — | failed: {failure.split(':', 1)[1].strip()} |")
     accuracy = [row["accuracy"] for row in rows if "accuracy" in row]
     if accuracy:
         lines += [
@@ -299,8 +317,14 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     for trace in traces(args.quick):
-        rows.extend(run_trace(trace, settings, args.workers, accuracy=not (args.quick or args.no_accuracy)))
+        try:
+            rows.extend(run_trace(trace, settings, args.workers, accuracy=not (args.quick or args.no_accuracy)))
+        except (HeliosError, ValueError) as exc:  # report the trace, go on with the others
+            print(f"  {trace.name}: FAILED: {exc}", flush=True)
+            failed.append(f"{trace.name}: {exc}")
+    machine["failed"] = failed
     machine["seconds"] = time.perf_counter() - started
     table = markdown(rows, machine)
     print(table)

@@ -98,8 +98,9 @@ def run_backtest(
     minimum = max(2 * meta.horizon_steps, season_length(step, timedelta(hours=6)))
     if evaluation < minimum:
         raise InputDataError(
-            f"history too short: {frame.height} points at step {step} after cleaning; the first {start} "
-            f"(warm-up of {warmup}) only train, and at least {minimum} more are needed to evaluate. "
+            f"history too short: {frame.height} points at step {format_duration(step)} after cleaning; the first "
+            f"{start} (warm-up of {format_duration(warmup)}) only train, and at least {minimum} more are needed to "
+            "evaluate. "
             "Give more history or a shorter --history/--warmup."
         )
     if meta.model != "auto":
