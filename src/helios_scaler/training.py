@@ -262,9 +262,10 @@ class Trainer:
         )
         self._events.trained(work.state, fitted, seconds)
         logger.info(
-            "trained query %r: chose %s (backtest MAE %.4g, MASE %.3f) in %.2fs%s",
+            "trained query %r: chose %s with %s bands (backtest MAE %.4g, MASE %.3f) in %.2fs%s",
             demand.key.query,
             fitted.alias,
+            fitted.band,
             fitted.mae,
             fitted.mase,
             seconds,

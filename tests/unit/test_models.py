@@ -228,6 +228,53 @@ def test_q90_band_coverage_on_held_out_real_data(fitted: FittedSeries, five_days
     assert 0.70 <= coverage <= 0.99, coverage
 
 
+def _errors(level: np.ndarray, relative: bool, seed: int = 0) -> np.ndarray:
+    """Backtest-shaped errors (48 origins x HORIZON) whose size grows with ``level`` or not."""
+    noise = np.random.default_rng(seed).standard_normal((48, HORIZON))
+    return noise * (0.1 * level if relative else 10.0)
+
+
+def test_band_loss_prefers_the_scale_the_errors_really_have() -> None:
+    """Unit check of the additive/relative choice on errors of known shape."""
+    level = np.repeat(np.geomspace(10, 1000, 48)[:, None], HORIZON, axis=1)
+    proportional, constant = _errors(level, relative=True), _errors(level, relative=False)
+    assert selection.band_loss(proportional, level) < selection.band_loss(proportional, 1.0)
+    assert selection.band_loss(constant, 1.0) < selection.band_loss(constant, level)
+
+
+def test_relative_bands_grow_with_the_forecast(five_days: pl.DataFrame) -> None:
+    """A relative band is the scaled error quantile times the forecast (never less than the floor)."""
+    naive = SeasonalNaive(SEASON).fit(five_days.head(4 * SEASON))
+    errors = np.sort(np.random.default_rng(1).standard_normal((48, HORIZON)), axis=0)
+    floor = 50.0
+    fitted = FittedSeries(naive, HORIZON, errors, floor, mae=1.0, naive_mae=1.0)
+    origins = np.array([4 * SEASON, 4 * SEASON + 600], dtype=np.int64)
+    mean, bands = fitted.forecast_many(five_days, origins, [0.9])
+    assert fitted.band == "relative"
+    expected = mean + np.quantile(errors, 0.9, axis=0)[None, :] * np.maximum(np.abs(mean), floor)
+    np.testing.assert_allclose(bands[0.9], expected)
+    additive = FittedSeries(naive, HORIZON, errors, None, mae=1.0, naive_mae=1.0)
+    _, flat = additive.forecast_many(five_days, origins, [0.9])
+    assert additive.band == "additive"
+    np.testing.assert_allclose(flat[0.9] - mean, np.broadcast_to(np.quantile(errors, 0.9, axis=0), mean.shape))
+
+
+def test_select_and_fit_keeps_the_band_the_backtest_calibrates_better(
+    fitted: FittedSeries, train: pl.DataFrame
+) -> None:
+    best = next(backtest for backtest in fitted.backtests if backtest.alias == fitted.alias)
+    assert best.forecasts.shape == best.errors.shape
+    floor = selection.SCALE_FLOOR * float(np.mean(train["y"].to_numpy()))
+    relative = selection.band_scale(best.forecasts, floor)
+    additive_loss, relative_loss = selection.band_loss(best.errors, 1.0), selection.band_loss(best.errors, relative)
+    if relative_loss < additive_loss:
+        assert (fitted.band, fitted.scale_floor) == ("relative", pytest.approx(floor))
+        np.testing.assert_allclose(fitted.sorted_errors, np.sort(best.errors / relative, axis=0))
+    else:
+        assert (fitted.band, fitted.scale_floor) == ("additive", None)
+        np.testing.assert_allclose(fitted.sorted_errors, np.sort(best.errors, axis=0))
+
+
 # --- the batched refresh -----------------------------------------------------------------
 
 

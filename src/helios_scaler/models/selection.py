@@ -4,8 +4,11 @@ Each candidate is fitted once on the history before a holdout stretch, then fore
 ``horizon`` steps from many origins inside the holdout with its cheap refresh, exactly
 as it will serve between retrains.  The candidate with the lowest mean absolute error
 wins; its backtest errors per horizon step give the forecast quantiles (split conformal
-prediction), the same way for every model.  A candidate that fails is skipped; if all
-fail the seasonal naive model is used (statsforecast's ``fallback_model`` idea).
+prediction), the same way for every model: as they are (additive bands), or divided by
+the size of their forecasts (relative bands, for load whose noise grows with its level),
+whichever a cross-fitted pinball loss on the same backtest prefers.  A candidate that
+fails is skipped; if all fail the seasonal naive model is used (statsforecast's
+``fallback_model`` idea).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: Fewest points any series needs before it is modelled (until then it is served as observed).
 MIN_HISTORY_POINTS = 60
+#: Scale floor of relative bands, as a share of the history's mean absolute level.
+SCALE_FLOOR = 0.1
+#: Quantiles whose pinball loss decides between additive and relative bands.
+BAND_QUANTILES = (0.5, 0.75, 0.9)
 
 
 def candidates(name: str, step: timedelta, horizon: int, history_points: int) -> list[Forecaster]:
@@ -60,6 +67,8 @@ class Backtest:
     alias: str
     errors: FloatArray
     fit_seconds: float
+    #: The forecasts the errors belong to, same shape.
+    forecasts: FloatArray
 
     @property
     def mae(self) -> float:
@@ -72,8 +81,12 @@ class FittedSeries:
 
     model: Forecaster
     horizon: int
-    #: Sorted backtest errors per horizon step, shape (origins, horizon).
+    #: Sorted backtest errors per horizon step (relative bands: divided by each forecast's scale),
+    #: shape (origins, horizon).
     sorted_errors: FloatArray
+    #: ``None``: additive bands (errors as they are); a number: relative bands, whose errors scale with
+    #: the forecast, never with less than this (keeps bands open where forecasts are near 0).
+    scale_floor: float | None
     #: Mean absolute error of the chosen model, and of seasonal naive, on the same backtest.
     mae: float
     naive_mae: float
@@ -94,13 +107,46 @@ class FittedSeries:
     ) -> tuple[FloatArray, dict[float, FloatArray]]:
         """Point forecasts and quantiles from each origin, each of shape (origins, horizon)."""
         mean = self.model.forecast_many(frame, origins, self.horizon)
-        bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0)[None, :] for q in quantiles}
+        scale = 1.0 if self.scale_floor is None else band_scale(mean, self.scale_floor)
+        bands = {q: mean + np.quantile(self.sorted_errors, q, axis=0)[None, :] * scale for q in quantiles}
         return mean, bands
+
+    @property
+    def band(self) -> str:
+        """How the quantile bands grow: ``additive`` (fixed widths) or ``relative`` (with the forecast)."""
+        return "additive" if self.scale_floor is None else "relative"
 
     def forecast(self, frame: pl.DataFrame, quantiles: Sequence[float]) -> tuple[FloatArray, dict[float, FloatArray]]:
         """Point forecast and the requested quantiles for ``horizon`` steps after ``frame``."""
         mean, bands = self.forecast_many(frame, np.array([frame.height], dtype=np.int64), quantiles)
         return mean[0], {q: band[0] for q, band in bands.items()}
+
+
+def band_scale(forecasts: FloatArray, floor: float) -> FloatArray:
+    """What a forecast's error is measured against: its own size, at least ``floor``.
+
+    Load grows noisier as it grows, so errors scaled by the forecast make quantile bands
+    proportional to the level (narrow at night, wide at the peak) instead of one width
+    learnt from the holdout's mix of both.
+    """
+    return np.maximum(np.abs(forecasts), floor)
+
+
+def band_loss(errors: FloatArray, scale: FloatArray | float) -> float:
+    """Cross-fitted pinball loss of bands built from ``errors / scale`` over :data:`BAND_QUANTILES`.
+
+    The band offsets are learnt on every other origin and scored on the rest, both ways, so
+    that the choice between additive and relative bands is judged on errors it did not see.
+    """
+    scaled = np.broadcast_to(scale, errors.shape)
+    normalized = errors / scaled
+    halves = (slice(0, None, 2), slice(1, None, 2))
+    losses = []
+    for calibrate, score in (halves, halves[::-1]):
+        for q in BAND_QUANTILES:
+            miss = errors[score] - np.quantile(normalized[calibrate], q, axis=0)[None, :] * scaled[score]
+            losses.append(float(np.mean(np.maximum(q * miss, (q - 1) * miss))))
+    return float(np.mean(losses))
 
 
 def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: IntArray) -> Backtest:
@@ -109,10 +155,11 @@ def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: Int
     fit_seconds = time.perf_counter() - started
     y = values(frame)
     truth = y[origins[:, None] + np.arange(horizon)[None, :]]
-    errors = truth - model.forecast_many(frame, origins, horizon)
+    forecasts = model.forecast_many(frame, origins, horizon)
+    errors = truth - forecasts
     if not np.all(np.isfinite(errors)):
         raise ModelError(f"{model.alias} produced non-finite forecasts")
-    return Backtest(model.alias, errors, fit_seconds)
+    return Backtest(model.alias, errors, fit_seconds, forecasts)
 
 
 def select_and_fit(
@@ -153,10 +200,18 @@ def select_and_fit(
         fallback_reason = "; ".join(failures) or f"no candidate for model {model!r} fits this history"
         results.append((naive, SeasonalNaive(season).fit(frame)))
     best, chosen = min(results, key=lambda pair: pair[0].mae)
+    # Additive or relative bands: whichever the backtest's own errors calibrate better.
+    floor = SCALE_FLOOR * float(np.mean(np.abs(values(frame)))) or 1.0
+    relative = band_scale(best.forecasts, floor)
+    if best.errors.shape[0] >= 4 and band_loss(best.errors, relative) < band_loss(best.errors, 1.0):
+        sorted_errors, scale_floor = np.sort(best.errors / relative, axis=0), floor
+    else:
+        sorted_errors, scale_floor = np.sort(best.errors, axis=0), None
     return FittedSeries(
         model=chosen,
         horizon=horizon,
-        sorted_errors=np.sort(best.errors, axis=0),
+        sorted_errors=sorted_errors,
+        scale_floor=scale_floor,
         mae=best.mae,
         naive_mae=naive.mae,
         backtests=tuple(result for result, _ in results),
