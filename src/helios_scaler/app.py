@@ -53,9 +53,9 @@ def readiness(store: ForecastStore, stale_after: timedelta, clock: Callable[[], 
     """Ready unless every tracked series is stale (its source has stopped answering)."""
     states = list(store.snapshot.series.values())
     now = clock()
-    fresh = [s for s in states if s.fetched_at is not None and now - s.fetched_at <= stale_after]
+    fresh = [s for s in states if s.is_fresh(now, stale_after)]
     if states and not fresh:
-        return False, f"all {len(states)} series are stale (no successful fetch within {stale_after})"
+        return False, f"all {len(states)} series are stale (no new observation within {stale_after} plus a step)"
     return True, f"ready: {len(fresh)} of {len(states)} series fresh"
 
 

@@ -44,7 +44,7 @@ def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale
         raise NotReady(f"no data yet for query {meta.query!r} (first fetch pending or failing){detail}")
     observed = state.last_value
     forecast = _window_forecast(state, meta, now)
-    fresh = state.fetched_at is not None and now - state.fetched_at <= stale_after
+    fresh = state.is_fresh(now, stale_after)
     if forecast is None and not fresh:
         detail = f"; last error: {state.error}" if state.error else ""
         raise NotReady(

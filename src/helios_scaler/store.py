@@ -33,9 +33,12 @@ class SeriesState:
     #: Time and value of the newest observation (None before the first successful fetch).
     observed_at: datetime | None = None
     last_value: float | None = None
-    #: When the newest observation was fetched (monotonic wall clock, for freshness).
+    #: When the newest observation was first fetched (for freshness: a source that keeps answering
+    #: with the same old points is not fresh).
     fetched_at: datetime | None = None
-    #: Forecast for the steps ``observed_at + k * step``, k = 1..len(mean).
+    #: Forecast for the steps ``forecast_origin + k * step``, k = 1..len(mean); ``forecast_origin`` is
+    #: the newest observation the forecast knew (it lags ``observed_at`` until the next refresh).
+    forecast_origin: datetime | None = None
     mean: FloatArray | None = None
     bands: Mapping[float, FloatArray] = field(default_factory=dict)
     model: str | None = None
@@ -48,13 +51,17 @@ class SeriesState:
 
     @property
     def has_forecast(self) -> bool:
-        return self.mean is not None and self.observed_at is not None
+        return self.mean is not None and self.forecast_origin is not None
 
     def window_steps(self, now: datetime, lead: timedelta) -> int:
-        """How many forecast steps cover ``(observed_at, now + lead]``."""
-        assert self.observed_at is not None
-        span = (now + lead) - self.observed_at
+        """How many forecast steps cover ``(forecast_origin, now + lead]``."""
+        assert self.forecast_origin is not None
+        span = (now + lead) - self.forecast_origin
         return max(1, int(np.ceil(span / self.step)))
+
+    def is_fresh(self, now: datetime, stale_after: timedelta) -> bool:
+        """A new observation arrived within ``stale_after`` (plus one step: points come a step apart)."""
+        return self.fetched_at is not None and now - self.fetched_at <= stale_after + self.step
 
 
 @dataclass(frozen=True)

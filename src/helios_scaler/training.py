@@ -70,8 +70,13 @@ def _training_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Fetch new points and append them, cleaned, to ``history`` (blocking: runs in a pool)."""
+def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int, bool]:
+    """Fetch new points and append them, cleaned, to ``history`` (blocking: runs in a pool).
+
+    Returns the new history, the raw sample count, and whether the history restarted: after a
+    gap too long to fill, the cleaning keeps only what follows the gap (as a full re-fetch
+    would), so the models start again on a regular grid.
+    """
     source = demand.source
     end = floor_time(source.now(), demand.step)
     if history.is_empty():
@@ -88,7 +93,15 @@ def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.Da
         )
     if report.dropped_non_finite or report.filled or report.cut_before_gap:
         logger.info("query %r cleaned: %s", demand.key.query, report)
-    return append_new(history, clean, int(demand.history / demand.step)), raw.height
+    if not history.is_empty() and clean[DS][0] > history[DS][-1] + demand.step:
+        logger.warning(
+            "query %r: no data from %s to %s, longer than the gaps that are filled; history restarts after it",
+            demand.key.query,
+            history[DS][-1].isoformat(),
+            clean[DS][0].isoformat(),
+        )
+        return clean, raw.height, True
+    return append_new(history, clean, int(demand.history / demand.step)), raw.height, False
 
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
@@ -196,7 +209,7 @@ class Trainer:
             if work.fitted is not None:
                 fitted, frame, quantiles = work.fitted, work.frame, work.demand.quantiles
                 mean, bands = await loop.run_in_executor(self._io, fitted.forecast, frame, quantiles)
-                work.state = replace(work.state, mean=mean, bands=bands)
+                work.state = replace(work.state, forecast_origin=frame[DS][-1], mean=mean, bands=bands)
                 self._stage(work)
         finally:
             # Spread series over the interval so 1,000 of them don't all refresh in one tick.
@@ -211,23 +224,32 @@ class Trainer:
             self._flush = asyncio.create_task(self._publish_pending())
 
     async def _publish_pending(self) -> None:
-        await asyncio.sleep(PUBLISH_COALESCE_SECONDS)
-        pending, self._pending = self._pending, {}
-        await self._store.publish({key: state for key, state in pending.items() if key in self._work})
+        # Loop: states staged while ``publish`` waits for the store are published by this task too.
+        while self._pending:
+            await asyncio.sleep(PUBLISH_COALESCE_SECONDS)
+            pending, self._pending = self._pending, {}
+            await self._store.publish({key: state for key, state in pending.items() if key in self._work})
 
     def _retrain_due(self, work: _Work) -> bool:
+        if work.fitted is None:  # the first fit, or retrying one that failed (after its back-off)
+            return self._clock() >= work.next_retrain
         wanted = (work.demand.horizon, work.demand.key.model)
-        return work.fitted is None or work.fitted_for != wanted or self._clock() >= work.next_retrain
+        return work.fitted_for != wanted or self._clock() >= work.next_retrain
 
     async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
-        frame, raw_rows = await loop.run_in_executor(self._io, _fetch_and_clean, work.demand, work.frame)
+        frame, raw_rows, restarted = await loop.run_in_executor(self._io, _fetch_and_clean, work.demand, work.frame)
         work.frame = frame
+        if restarted:  # the fitted model's state belongs to the old history: warm up again
+            work.fitted, work.fitted_for, work.next_retrain = None, None, 0.0
+            work.state = replace(work.state, forecast_origin=None, mean=None, bands={})
+        newest = frame[DS][-1]
+        advanced = work.state.observed_at is None or newest > work.state.observed_at
         work.state = replace(
             work.state,
-            observed_at=frame[DS][-1],
+            observed_at=newest,
             last_value=float(frame[Y][-1]),
-            fetched_at=work.demand.source.now(),
+            fetched_at=work.demand.source.now() if advanced else work.state.fetched_at,
             error=None,
         )
         self._events.fetched(work.state, raw_rows, time.perf_counter() - started)

@@ -38,6 +38,7 @@ def state(**changes: object) -> SeriesState:
         observed_at=OBSERVED_AT,
         last_value=180.0,
         fetched_at=OBSERVED_AT + timedelta(seconds=5),
+        forecast_origin=OBSERVED_AT,
         mean=MEAN,
         bands=BANDS,
         model="mstl",
@@ -125,16 +126,24 @@ def test_warming_up_with_a_stale_fetch_is_not_ready() -> None:
 
 
 def test_stale_fetch_boundary() -> None:
+    """Fresh while a new point arrived within stale_after plus one step (points come a step apart)."""
     fetched = OBSERVED_AT
-    fresh = decide(state(mean=None, bands={}, fetched_at=fetched), META, fetched + STALE_AFTER, STALE_AFTER)
+    fresh = decide(state(mean=None, bands={}, fetched_at=fetched), META, fetched + STALE_AFTER + MINUTE, STALE_AFTER)
     assert fresh.reason == Reason.WARMING_UP
     with pytest.raises(NotReady):
         decide(
             state(mean=None, bands={}, fetched_at=fetched),
             META,
-            fetched + STALE_AFTER + timedelta(microseconds=1),
+            fetched + STALE_AFTER + MINUTE + timedelta(microseconds=1),
             STALE_AFTER,
         )
+
+
+def test_the_window_counts_from_the_forecast_origin_not_the_newest_point() -> None:
+    """Two new points arrived since the forecast was made: its steps still start at its origin, so the
+    window (origin, now + 5m] is 8 steps and reaches the spike at step 7."""
+    decision = decide(state(forecast_origin=OBSERVED_AT - 2 * MINUTE), META, NOW, STALE_AFTER)
+    assert decision == Decision(9999.0, Reason.FORECAST, 9999.0, 180.0)
 
 
 def test_covering_forecast_is_served_even_when_the_fetch_is_stale() -> None:

@@ -146,7 +146,9 @@ def _serve(
         for row, t in enumerate(steps.tolist()):
             state = replace(base, observed_at=ds[t], last_value=float(y[t]), fetched_at=ds[t])
             if fitted is not None:
-                state = replace(state, mean=mean[row], bands={meta.quantile: bands[meta.quantile][row]})
+                state = replace(
+                    state, forecast_origin=ds[t], mean=mean[row], bands={meta.quantile: bands[meta.quantile][row]}
+                )
                 forecast_at_lead[t - start] = mean[row][lead - 1]
             decision = decide(state, meta, ds[t], stale_after)
             served[t - start] = decision.value
