@@ -76,6 +76,8 @@ BAD_VALUES = [
     ("threshold", "nan", "a number > 0"),
     ("threshold", "inf", "a number > 0"),
     ("threshold", "", "a number > 0"),
+    ("threshold", "1e19", "a number > 0 and <= 1e15"),  # would overflow KEDA's int64 targetSize
+    ("activationThreshold", "1e16", "a number >= 0 and <= 1e15"),
     ("activationThreshold", "-0.5", "a number >= 0"),
     ("activationThreshold", "none", "a number >= 0"),
     ("activationThreshold", "nan", "a number >= 0"),
@@ -90,6 +92,8 @@ BAD_VALUES = [
     ("queryStep", "5s", "from 10s to 1h"),
     ("queryStep", "2h", "from 10s to 1h"),
     ("queryStep", "1m30", DURATION_UNITS),
+    ("queryStep", "10.5s", "of whole seconds"),  # Prometheus steps and series keys are whole seconds
+    ("queryStep", "90500ms", "of whole seconds"),
     ("model", "arima", "one of auto, seasonal_naive, ets, mstl, lightgbm"),
     ("model", "", "one of auto, seasonal_naive, ets, mstl, lightgbm"),
     ("quantile", "0", "strictly between 0 and 1"),

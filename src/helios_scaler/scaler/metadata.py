@@ -29,6 +29,8 @@ KEDA_KEYS: Final = frozenset(
 )
 
 MIN_STEP = timedelta(seconds=10)
+#: Largest threshold: far below int64 (KEDA's int fields), and past any real per-replica load.
+MAX_THRESHOLD = 1e15
 MAX_STEP = timedelta(hours=1)
 MAX_LEAD = timedelta(hours=6)
 MIN_HISTORY = timedelta(hours=1)
@@ -183,13 +185,13 @@ def _number(low: float, high: float, *, low_open: bool, high_open: bool) -> Call
     return parse
 
 
-def _duration(low: timedelta, high: timedelta) -> Callable[[str, str], timedelta]:
+def _duration(low: timedelta, high: timedelta, whole_seconds: bool = False) -> Callable[[str, str], timedelta]:
     def parse(key: str, value: str) -> timedelta:
         try:
             parsed = parse_duration(value)
         except ValueError:
             raise InvalidMetadata(key, value, _PARSERS[key][2]) from None
-        if not low <= parsed <= high:
+        if not low <= parsed <= high or (whole_seconds and parsed % timedelta(seconds=1)):
             raise InvalidMetadata(key, value, _PARSERS[key][2])
         return parsed
 
@@ -213,11 +215,15 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
         _address,
         "an http:// or https:// Prometheus base URL that is the server's default or on its allowlist",
     ),
-    "threshold": ("threshold", _number(0, math.inf, low_open=True, high_open=True), "a number > 0"),
+    "threshold": (
+        "threshold",
+        _number(0, MAX_THRESHOLD, low_open=True, high_open=False),
+        "a number > 0 and <= 1e15",
+    ),
     "activationThreshold": (
         "activation_threshold",
-        _number(0, math.inf, low_open=False, high_open=True),
-        "a number >= 0",
+        _number(0, MAX_THRESHOLD, low_open=False, high_open=False),
+        "a number >= 0 and <= 1e15",
     ),
     "leadTime": ("lead_time", _duration(timedelta(0), MAX_LEAD), f"{DURATION_ACCEPTED}, from 0s to 6h"),
     "historyTimeWindow": (
@@ -225,7 +231,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
         _duration(MIN_HISTORY, MAX_HISTORY),
         f"{DURATION_ACCEPTED}, from 1h to 90d",
     ),
-    "queryStep": ("query_step", _duration(MIN_STEP, MAX_STEP), f"{DURATION_ACCEPTED}, from 10s to 1h"),
+    "queryStep": (
+        "query_step",
+        _duration(MIN_STEP, MAX_STEP, whole_seconds=True),
+        f"{DURATION_ACCEPTED} of whole seconds, from 10s to 1h",
+    ),
     "model": ("model", _choice(MODELS), "one of " + ", ".join(MODELS)),
     "quantile": (
         "quantile",

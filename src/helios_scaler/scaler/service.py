@@ -24,6 +24,9 @@ from helios_scaler.subscriptions import Subscription, Subscriptions
 
 logger = logging.getLogger(__name__)
 
+#: KEDA's int fields are int64; a larger float value is still served in full by ``metricValueFloat``.
+INT64_MAX = 2**63 - 1
+
 
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
     """KEDA's ExternalScaler: IsActive, StreamIsActive, GetMetricSpec, GetMetrics."""
@@ -79,7 +82,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         except HeliosError as exc:
             await self._abort(context, exc)
         name = request.metricName or sub.metric_name
-        value = pb.MetricValue(metricName=name, metricValue=round(decision.value), metricValueFloat=decision.value)
+        value = pb.MetricValue(
+            metricName=name, metricValue=min(round(decision.value), INT64_MAX), metricValueFloat=decision.value
+        )
         return pb.GetMetricsResponse(metricValues=[value])
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
