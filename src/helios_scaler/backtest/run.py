@@ -29,6 +29,7 @@ from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
 from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.base import Source
+from helios_scaler.subscriptions import forecast_horizon
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +105,15 @@ def run_backtest(
             "Give more history or a shorter --history/--warmup."
         )
     if meta.model != "auto":
-        model = candidates(meta.model, step, meta.horizon_steps, meta.history_points)[0]
+        horizon = forecast_horizon(meta.lead_time, step, config.refresh_interval)
+        model = candidates(meta.model, step, horizon, meta.history_points)[0]
         history = min(meta.history_points, start)
-        train_points = history - holdout_points(history, season)
+        train_points = history - holdout_points(history, season) - horizon
         if model.min_points > train_points:
             raise InputDataError(
                 f"model {meta.model} needs at least {model.min_points} points to train (for mstl: two daily seasons "
                 f"of {season} steps at {format_duration(step)}), but a history of {history} points leaves "
-                f"{train_points} after the backtest holdout; give a longer --history/--warmup or use model auto"
+                f"{train_points} after the backtest holdout and horizon; give a longer --history/--warmup or use model auto"
             )
     started = time.perf_counter()
     result = replay(

@@ -50,8 +50,9 @@ def candidates(name: str, step: timedelta, horizon: int, history_points: int) ->
     }
     if name != "auto":
         return [every[name]]
-    # The holdout takes part of the history: keep models that can still be fitted on the rest.
-    train_points = history_points - holdout_points(history_points, season)
+    # The backtest fits on the history before its first origin (holdout + horizon from the end):
+    # keep the models that can be fitted on that.
+    train_points = history_points - holdout_points(history_points, season) - horizon
     return [model for model in every.values() if model.min_points <= train_points]
 
 
