@@ -191,6 +191,18 @@ def test_no_plots_writes_no_png(tmp_path: Path) -> None:
     assert run.steps().height == run.summary()["steps_evaluated"] > 0
 
 
+def test_out_that_is_a_file_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    path = csv_head(tmp_path, 864 + 150)
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    run = backtest("--input", path, "--threshold", "200", "--startup", "10m", "--no-plots", *FAST, out=taken)
+    assert run.result.returncode == 2
+    errors = [line for line in run.result.stderr.splitlines() if line.startswith("helios-scaler backtest:")]
+    assert len(errors) == 1 and str(taken) in errors[0], run.result.stderr
+    assert "Traceback" not in run.result.stderr
+    assert taken.read_text() == "not a directory\n"
+
+
 def test_query_against_a_real_prometheus(prometheus: PrometheusFixture, tmp_path: Path) -> None:
     start, end = prometheus.end - timedelta(days=8), prometheus.end
     run = backtest(

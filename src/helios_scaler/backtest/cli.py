@@ -93,7 +93,7 @@ def backtest(args: argparse.Namespace) -> int:
         outcome = run_backtest(frame, clean, config, lambda items: progress(items, desc="retrains"))
         title = args.title or (args.input.name if args.input is not None else query)
         written = report.write(outcome, args.out, title, with_plots=not args.no_plots)
-    except (HeliosError, ValueError) as exc:
+    except (HeliosError, ValueError, OSError) as exc:
         print(f"helios-scaler backtest: {exc}", file=sys.stderr)
         return 2
     print(report.markdown(outcome, title).split("\n*Cost at SLO*")[0])
