@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# apt-get, through sudo unless we are root (CI machines and containers run as root).
+APT := $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: demo test check lint unit integration prometheus clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's python3 has no venv module until python3-venv is installed.
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "installing Debian's python3-venv"; \
+	  $(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -20,8 +24,7 @@ demo: $(STAMP)
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing Debian's prometheus package"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+	  $(APT) update -qq && $(APT) install -y -qq prometheus >/dev/null; }
 
 ## check: generated code, lint, types
 check: $(STAMP)
