@@ -113,7 +113,8 @@ def run_backtest(
             raise InputDataError(
                 f"model {meta.model} needs at least {model.min_points} points to train (for mstl: two daily seasons "
                 f"of {season} steps at {format_duration(step)}), but a history of {history} points leaves "
-                f"{train_points} after the backtest holdout and horizon; give a longer --history/--warmup or use model auto"
+                f"{train_points} after the backtest holdout and horizon; "
+                "give a longer --history/--warmup or use model auto"
             )
     started = time.perf_counter()
     result = replay(
