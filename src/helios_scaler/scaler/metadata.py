@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from helios_scaler.durations import ACCEPTED as DURATION_ACCEPTED
-from helios_scaler.durations import parse_duration
+from helios_scaler.durations import format_duration, parse_duration
 from helios_scaler.errors import InvalidMetadata
 
 MODELS: Final = ("auto", "seasonal_naive", "ets", "mstl", "lightgbm")
@@ -29,14 +29,14 @@ KEDA_KEYS: Final = frozenset(
 )
 
 MIN_STEP = timedelta(seconds=10)
-#: Largest threshold: far below int64 (KEDA's int fields), and past any real per-replica load.
-MAX_THRESHOLD = 1e15
 MAX_STEP = timedelta(hours=1)
 MAX_LEAD = timedelta(hours=6)
 MIN_HISTORY = timedelta(hours=1)
 MAX_HISTORY = timedelta(days=90)
 #: Bound on history points per series (memory per series stays small).
 MAX_POINTS = 50_000
+#: Largest threshold: far below int64 (KEDA's int fields), and past any real per-replica load.
+MAX_THRESHOLD = 1e15
 
 
 @dataclass(frozen=True)
@@ -110,28 +110,20 @@ class ScalerMetadata:
             if key not in values:
                 raise InvalidMetadata(key, None, _PARSERS[key][2])
         meta = cls(**parsed)
-        if meta.lead_time < timedelta(0) or meta.lead_time > MAX_LEAD:
-            raise InvalidMetadata("leadTime", values.get("leadTime"), f"between 0s and {_fmt(MAX_LEAD)}")
         if meta.history_time_window < max(MIN_HISTORY, 4 * meta.lead_time):
             raise InvalidMetadata(
                 "historyTimeWindow",
                 values.get("historyTimeWindow", "7d"),
-                f"at least {_fmt(MIN_HISTORY)} and at least 4 x leadTime",
+                f"at least {format_duration(MIN_HISTORY)} and at least 4 x leadTime",
             )
         if meta.history_points > MAX_POINTS:
             raise InvalidMetadata(
                 "historyTimeWindow",
                 values.get("historyTimeWindow", "7d"),
-                f"at most {MAX_POINTS} points of queryStep {_fmt(meta.query_step)} "
+                f"at most {MAX_POINTS} points of queryStep {format_duration(meta.query_step)} "
                 f"(here {meta.history_points}); raise queryStep or shorten the window",
             )
         return meta
-
-
-def _fmt(value: timedelta) -> str:
-    from helios_scaler.durations import format_duration
-
-    return format_duration(value)
 
 
 def _resolve_from_env(metadata: Mapping[str, str]) -> dict[str, str]:
