@@ -76,7 +76,6 @@ class Subscriptions:
         self._seen: dict[tuple[str, str, str], float] = {}
         self._parsed: dict[tuple[tuple[str, str], ...], ScalerMetadata] = {}
         self._on_change: Callable[[], None] = lambda: None
-        self.version = 0
 
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the demand changes (the trainer's wake-up)."""
@@ -102,14 +101,14 @@ class Subscriptions:
             return existing
         source = self._resolver.resolve(meta.server_address)
         key = meta.series_key(source.name)
-        if key not in self.keys() and len(self.keys()) >= self._max_series:
+        keys = self.keys()
+        if key not in keys and len(keys) >= self._max_series:
             raise TooManySeries(
                 f"this server already tracks its maximum of {self._max_series} series (setting max_series); "
                 f"query {meta.query!r} was not added"
             )
         sub = Subscription(namespace, name, ident[2], meta, key, source)
         self._subs[ident] = sub
-        self.version += 1
         self._on_change()
         return sub
 
@@ -129,8 +128,6 @@ class Subscriptions:
         removed = [self._subs.pop(ident) for ident in gone if ident in self._subs]
         for ident in gone:
             del self._seen[ident]
-        if removed:
-            self.version += 1
         return removed
 
     def demand(self) -> dict[SeriesKey, SeriesDemand]:
