@@ -19,7 +19,7 @@ from helios_scaler.errors import HeliosError, NotReady
 from helios_scaler.models.selection import FittedSeries
 from helios_scaler.policy import decide
 from helios_scaler.scaler.metadata import SeriesKey
-from helios_scaler.store import ForecastStore, SeriesState
+from helios_scaler.store import ForecastSnapshot, ForecastStore, SeriesState
 from helios_scaler.subscriptions import Subscriptions
 from helios_scaler.training import TrainingEvents
 
@@ -165,9 +165,9 @@ class SnapshotCollector(Collector):
             if state.trained_at is not None:
                 last_train.add_metric([sid], state.trained_at.timestamp())
         yield from (info, observed, age, warming, mase, mae, last_train, up)
-        yield from self._scaledobject_metrics(now)
+        yield from self._scaledobject_metrics(snapshot, now)
 
-    def _scaledobject_metrics(self, now: datetime) -> Iterator[Metric]:
+    def _scaledobject_metrics(self, snapshot: ForecastSnapshot, now: datetime) -> Iterator[Metric]:
         labels = ["namespace", "scaledobject", "metric", "series_id"]
         served = GaugeMetricFamily(
             "helios_served_value", "Value served to KEDA for a ScaledObject trigger.", labels=labels
@@ -180,7 +180,6 @@ class SnapshotCollector(Collector):
         reason = GaugeMetricFamily(
             "helios_served_reason", "1 for why the served value is what it is.", labels=[*labels, "reason"]
         )
-        snapshot = self._store.snapshot
         subs = self._subs.all()
         for sub in subs:
             state = snapshot.get(sub.key)
