@@ -87,6 +87,14 @@ class Settings:
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+def _base_url(text: str) -> str:
+    """A Prometheus base URL without its trailing slash; ValueError unless http(s)."""
+    url = text.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} must start with http:// or https://")
+    return url
+
+
 def _convert(name: str, raw: Any) -> Any:
     """Convert one raw value (YAML scalar or string) to the field's type."""
     default = FIELDS[name].default
@@ -94,11 +102,7 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if name == "allowed_server_addresses":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            urls = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
-            for url in urls:
-                if not url.startswith(("http://", "https://")):
-                    raise ValueError(f"{url!r} must start with http:// or https://")
-            return urls
+            return tuple(_base_url(str(item).strip()) for item in items if str(item).strip())
         if raw is None:
             if default is None:
                 return None
@@ -125,9 +129,7 @@ def _convert(name: str, raw: Any) -> Any:
         if name == "log_format" and text not in ("json", "text"):
             raise ValueError("accepted: json, text")
         if name == "prometheus_url":
-            text = text.rstrip("/")
-            if not text.startswith(("http://", "https://")):
-                raise ValueError("must start with http:// or https://")
+            text = _base_url(text)
         return text.upper() if name == "log_level" else text
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: {raw!r} is not valid ({exc})") from exc
