@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from helios_scaler.backtest import report
 from helios_scaler.backtest.run import BacktestConfig, load, run_backtest
@@ -16,7 +16,7 @@ from helios_scaler.durations import format_duration, parse_duration
 from helios_scaler.errors import HeliosError, InputDataError
 from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.base import Source
-from helios_scaler.source.csv import CsvSource, infer_step
+from helios_scaler.source.csv import CsvSource, infer_step, parse_iso_utc
 from helios_scaler.source.registry import SourceResolver
 
 logger = logging.getLogger(__name__)
@@ -26,10 +26,9 @@ def _time(flag: str, text: str | None) -> datetime:
     if not text:
         raise InputDataError(f"{flag} is required with --query (ISO 8601, e.g. 2026-11-01T00:00:00Z)")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_utc(text)
     except ValueError:
         raise InputDataError(f"{flag} {text!r} is not ISO 8601 (e.g. 2026-11-01T00:00:00Z)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _duration(flag: str, text: str) -> timedelta:

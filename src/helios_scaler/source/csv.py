@@ -18,6 +18,12 @@ from helios_scaler.errors import InputDataError, NoData
 from helios_scaler.features.schema import DS, DS_DTYPE, Y
 
 
+def parse_iso_utc(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` allowed) in UTC; a naive time is read as UTC.  ValueError otherwise."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _parse_timestamp(text: str) -> datetime | None:
     text = text.strip()
     try:
@@ -27,10 +33,9 @@ def _parse_timestamp(text: str) -> datetime | None:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_utc(text)
     except ValueError:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def read_history_csv(path: Path, duplicates: str = "error") -> pl.DataFrame:
