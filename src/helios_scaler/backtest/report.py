@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -46,13 +47,7 @@ def summary(outcome: BacktestOutcome) -> dict[str, Any]:
         "steps_evaluated": len(outcome.demand),
         "first_evaluated": outcome.timestamps[0].isoformat(),
         "last_evaluated": outcome.timestamps[-1].isoformat(),
-        "cleaning": {
-            "raw_rows": outcome.clean.raw_rows,
-            "dropped_non_finite": outcome.clean.dropped_non_finite,
-            "duplicates": outcome.clean.duplicates,
-            "filled": outcome.clean.filled,
-            "cut_before_gap": outcome.clean.cut_before_gap,
-        },
+        "cleaning": dataclasses.asdict(outcome.clean),
         "helios": {
             "mase_at_lead_time": _finite(replay.mase),
             "retrains": replay.retrains,
