@@ -18,8 +18,6 @@ from helios_scaler.features.schema import DS, Y
 from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.registry import SourceResolver
 
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-
 
 class FakeSource:
     """An in-memory source: a sine-shaped series per query; ``broken`` queries fail."""
@@ -27,14 +25,12 @@ class FakeSource:
     name = "http://fake:9090"
 
     def __init__(self) -> None:
-        self.calls: list[str] = []
         self.broken: set[str] = set()
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
-        self.calls.append(query)
         if query in self.broken:
             raise SourceUnavailable(f"fake Prometheus is down for {query!r}")
         if query == "bad(":
@@ -102,7 +98,9 @@ async def test_stream_pushes_true_when_the_forecast_crosses_activation() -> None
     at once, even while the observed value is still below it (ready ahead of the load)."""
     source = FakeSource()
     meta_map = {**META, "activationThreshold": "500"}
-    async with running_app(scaler_settings(), resolver(source)) as app, scaler_stub(app) as stub:
+    # One refresh only (the first, at once): nothing overwrites the hand-made forecast below.
+    settings = scaler_settings(refresh_interval=timedelta(hours=1))
+    async with running_app(settings, resolver(source)) as app, scaler_stub(app) as stub:
         meta = ScalerMetadata.parse(meta_map)
         key = meta.series_key(source.name)
         stream = stub.StreamIsActive(ref(meta_map))
@@ -116,9 +114,6 @@ async def test_stream_pushes_true_when_the_forecast_crosses_activation() -> None
         assert state is not None and state.has_forecast and state.last_value is not None
         assert state.last_value < 500
         surge = {q: np.full_like(band, 900.0) for q, band in state.bands.items()}
-        # Stop the trainer from overwriting the hand-made forecast, then publish it.
-        app.trainer._refresh = 3600
-        await asyncio.sleep(1.2)
         started = asyncio.get_running_loop().time()
         await app.store.publish({key: replace(app.store.snapshot.get(key), bands=surge)})  # type: ignore[arg-type]
         pushed = await asyncio.wait_for(stream.read(), 5)
