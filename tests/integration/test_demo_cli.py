@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,21 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prom import free_port, grpcurl
 
 pytestmark = [pytest.mark.integration]
 
 BIN = Path(sys.executable).parent
 DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_demo_serves_forecasts_and_stops_on_sigterm() -> None:

