@@ -11,7 +11,6 @@ import contextlib
 import http.server
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -27,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+from traces import TRACES
 
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.source.replay import load_trace
 
-# CI clones the repository with shared/ beside it: <clone>/../shared/traces.
-TRACES = Path(os.environ.get("HELIOS_TRACES", Path(__file__).resolve().parents[3] / "shared" / "traces"))
 NAB_CPU_CSV = TRACES / "nab/data/realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv"
 NAB_CPU_B_CSV = TRACES / "nab/data/realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv"
 

@@ -15,14 +15,15 @@ from typing import Any
 import polars as pl
 import pytest
 from prom import PrometheusFixture, nab_cpu_series
+from traces import TRACES, trace_path
 
 from helios_scaler.features.schema import DS, Y
 
 pytestmark = [pytest.mark.integration]
 
 BIN = Path(sys.executable).parent / "helios-scaler"
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
-ELB = TRACES / "nab/data/realAWSCloudwatch/elb_request_count_8c0756.csv"
+ELB_FILE = "nab/data/realAWSCloudwatch/elb_request_count_8c0756.csv"
+ELB = TRACES / ELB_FILE
 STRATEGIES = ("helios", "reactive", "holt_winters", "periodic_max", "oracle")
 FIGURES = (
     "unserved_fraction",
@@ -52,8 +53,7 @@ class Run:
 
 
 def backtest(*args: str | Path, out: Path) -> Run:
-    if not ELB.is_file():
-        pytest.fail(f"trace {ELB} not found: restore the shared traces directory", pytrace=False)
+    trace_path(ELB_FILE)
     env = {key: value for key, value in os.environ.items() if not key.startswith("HELIOS_")}
     result = subprocess.run(
         [str(BIN), "backtest", *map(str, args), "--out", str(out)],

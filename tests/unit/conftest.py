@@ -10,27 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cache
-from pathlib import Path
 
 import polars as pl
 import pytest
+from traces import trace_path
 
 from helios_scaler.features.schema import DS, DS_DTYPE, Y_DTYPE, Y
-
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-TRACES = SHARED / "traces"
-
-
-def trace_path(*parts: str) -> Path:
-    """A file under the shared traces directory; fails the test clearly when it is missing."""
-    path = TRACES.joinpath(*parts)
-    if not path.is_file():
-        pytest.fail(
-            f"trace file {path} not found: unit tests read real data from {TRACES} "
-            "(see its README.md); restore the shared traces directory",
-            pytrace=False,
-        )
-    return path
 
 
 @cache

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from traces import trace_path
 
 from helios_scaler.errors import InputDataError, NoData
 from helios_scaler.features.schema import DS, DS_DTYPE, Y
 from helios_scaler.source.csv import CsvSource, infer_step, read_history_csv
 
-NAB_ELB = Path(__file__).resolve().parents[3] / "shared/traces/nab/data/realAWSCloudwatch/elb_request_count_8c0756.csv"
-
 
 def nab_elb() -> Path:
-    """The real NAB file (same shared directory as ``conftest.TRACES``); missing fails, never skips."""
-    if not NAB_ELB.is_file():
-        pytest.fail(f"trace file {NAB_ELB} not found: restore the shared traces directory", pytrace=False)
-    return NAB_ELB
+    """The real NAB file; missing fails, never skips."""
+    return trace_path("nab/data/realAWSCloudwatch/elb_request_count_8c0756.csv")
 
 
 def write(tmp_path: Path, text: str, name: str = "history.csv") -> Path:

@@ -14,10 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from traces import SHARED
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "scaledobjects"
-KEDA_CRD = Path(__file__).resolve().parents[3] / "shared" / "keda" / "keda.sh_scaledobjects.yaml"
+KEDA_CRD = SHARED / "keda" / "keda.sh_scaledobjects.yaml"
 HELIOS_TRIGGER_TYPES = ("external", "external-push")
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
