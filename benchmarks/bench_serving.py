@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+from _machine import cpu_model, git_commit, machine_jiffies, proc_cpu_seconds
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
@@ -237,21 +238,6 @@ async def serve_bare() -> None:
 # --------------------------------------------------------------------------- load generator
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of every thread of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs (/proc/stat)."""
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
 class CpuWindow:
     """CPU used by the server, this client and the whole machine between ``start`` and ``stop``."""
 
@@ -261,7 +247,7 @@ class CpuWindow:
         self.figures: dict[str, float] = {}
 
     def _sample(self) -> tuple[float, float, float, tuple[int, int]]:
-        return time.perf_counter(), _proc_cpu_seconds(self._pid), time.process_time(), _machine_jiffies()
+        return time.perf_counter(), proc_cpu_seconds(self._pid), time.process_time(), machine_jiffies()
 
     def start(self) -> None:
         self._begin = self._sample()
@@ -513,31 +499,25 @@ def wait_for_forecasts(helios: Server, series: int, timeout: float, log: Callabl
 
 def idle_cpu(servers: dict[str, Server], seconds: float) -> dict[str, float]:
     """Cores each server uses with no requests, over the same window (helios: its background trainer)."""
-    before = {name: _proc_cpu_seconds(server.pid) for name, server in servers.items()}
+    before = {name: proc_cpu_seconds(server.pid) for name, server in servers.items()}
     wall = time.perf_counter()
     time.sleep(seconds)
     elapsed = time.perf_counter() - wall
-    return {name: (_proc_cpu_seconds(server.pid) - before[name]) / elapsed for name, server in servers.items()}
+    return {name: (proc_cpu_seconds(server.pid) - before[name]) / elapsed for name, server in servers.items()}
 
 
 def machine_facts(pinned: tuple[str, str] | None) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        cpu_model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
     from google import protobuf
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False
-    ).stdout.strip()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "grpcio": grpc.__version__,
         "protobuf": protobuf.__version__,
-        "git_commit": commit,
+        "git_commit": git_commit(ROOT),
         "loadavg_at_start": os.getloadavg(),
         "pinning": (
             {"servers_cpus": pinned[0], "load_generator_cpus": pinned[1]} if pinned else "none (OS scheduling)"

@@ -79,6 +79,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from _machine import cpu_model, git_commit, machine_jiffies, proc_cpu_seconds
 
 from helios_scaler.features.pipeline import align_to_grid
 from helios_scaler.features.schema import DS, Y
@@ -98,7 +99,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
 
@@ -148,21 +148,6 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return float(sum(values) - idle), float(sum(values))
-
-
 def fit_one(frame: pl.DataFrame, model: str) -> FittedSeries:
     return select_and_fit(frame, STEP, HORIZON, model=model)
 
@@ -198,7 +183,7 @@ class Runner:
     def run(self, frames: Sequence[pl.DataFrame], model: str) -> dict[str, Any]:
         gc.collect()
         load = os.getloadavg()[0]
-        busy0, total0 = machine_busy()
+        busy0, total0 = machine_jiffies()
         cpu0 = self.cpu()
         started = time.perf_counter()
         if self.pool is None:
@@ -207,7 +192,7 @@ class Runner:
             fitted = list(self.pool.map(fit_one, frames, [model] * len(frames)))
         wall = time.perf_counter() - started
         cpu = self.cpu() - cpu0
-        busy1, total1 = machine_busy()
+        busy1, total1 = machine_jiffies()
         cores = os.cpu_count() or 1
         return {
             "wall": wall,
@@ -430,26 +415,19 @@ def memory(kinds: Sequence[str], n1: int, n2: int, templates: int, traces: Path)
 
 
 def machine_facts() -> dict[str, Any]:
-    model_name = ""
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
     import lightgbm
     import statsforecast
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "cpu_model": model_name,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "polars": pl.__version__,
         "numpy": np.__version__,
         "statsforecast": statsforecast.__version__,
         "lightgbm": lightgbm.__version__,
-        "commit": commit.stdout.strip(),
+        "commit": git_commit(ROOT),
         "loadavg_start": os.getloadavg(),
     }
 
