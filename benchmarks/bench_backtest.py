@@ -48,8 +48,8 @@ from helios_scaler.backtest.run import BacktestConfig, load, run_backtest
 from helios_scaler.config import Settings
 from helios_scaler.durations import format_duration
 from helios_scaler.errors import HeliosError
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.csv import CsvSource, infer_step
+from helios_scaler.trigger import ScalerMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = Path(os.environ.get("HELIOS_TRACES", ROOT.parent / "shared" / "traces"))

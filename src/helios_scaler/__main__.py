@@ -165,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from helios_scaler import app as app_module
-    from helios_scaler.scaler.metadata import ScalerMetadata
     from helios_scaler.source.registry import SourceResolver
+    from helios_scaler.trigger import ScalerMetadata
 
     stop = asyncio.Event()
     app_module.install_signal_handlers(stop)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from helios_scaler.config import Settings
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.scaler.service import ExternalScalerService
 from helios_scaler.server import GrpcServer, HttpServer
 from helios_scaler.source.registry import SourceResolver
@@ -20,6 +19,7 @@ from helios_scaler.store import ForecastStore
 from helios_scaler.subscriptions import Subscriptions
 from helios_scaler.telemetry import Telemetry
 from helios_scaler.training import Trainer
+from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
 

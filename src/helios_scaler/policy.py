@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from helios_scaler.errors import NotReady
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.store import SeriesState
+from helios_scaler.trigger import ScalerMetadata
 
 
 class Reason(enum.Enum):

@@ -19,7 +19,7 @@ from types import MappingProxyType
 import numpy as np
 
 from helios_scaler.models.base import FloatArray
-from helios_scaler.scaler.metadata import SeriesKey
+from helios_scaler.trigger import SeriesKey
 
 
 @dataclass(frozen=True)

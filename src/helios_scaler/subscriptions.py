@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from helios_scaler.errors import TooManySeries
-from helios_scaler.scaler.metadata import ScalerMetadata, SeriesKey
 from helios_scaler.source.base import Source
 from helios_scaler.source.registry import SourceResolver
+from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
 
 @dataclass(frozen=True)

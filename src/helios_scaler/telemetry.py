@@ -18,10 +18,10 @@ from prometheus_client.registry import Collector
 from helios_scaler.errors import HeliosError, NotReady
 from helios_scaler.models.selection import FittedSeries
 from helios_scaler.policy import decide
-from helios_scaler.scaler.metadata import SeriesKey
 from helios_scaler.store import ForecastSnapshot, ForecastStore, SeriesState
 from helios_scaler.subscriptions import Subscriptions
 from helios_scaler.training import TrainingEvents
+from helios_scaler.trigger import SeriesKey
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 

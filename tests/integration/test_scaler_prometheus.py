@@ -17,8 +17,8 @@ from scaler_app import http_get, ref, running_app, scaler_settings, scaler_stub,
 from helios_scaler import app as app_module
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler.policy import decide
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.store import SeriesState
+from helios_scaler.trigger import ScalerMetadata
 
 pytestmark = [pytest.mark.integration]
 

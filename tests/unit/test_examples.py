@@ -145,7 +145,7 @@ def test_the_crd_check_catches_a_typo(crd_validator: jsonschema.protocols.Valida
 
 @pytest.mark.parametrize("trigger", _helios_triggers())
 def test_helios_trigger_metadata_parses(trigger: dict[str, Any]) -> None:
-    from helios_scaler.scaler.metadata import ScalerMetadata
+    from helios_scaler.trigger import ScalerMetadata
 
     metadata = trigger["metadata"]
     assert all(isinstance(value, str) for value in metadata.values()), metadata
@@ -158,7 +158,7 @@ def test_helios_trigger_metadata_parses(trigger: dict[str, Any]) -> None:
 def test_bad_metadata_is_rejected() -> None:
     """The parser the examples are checked with does reject what KEDA would forward as-is."""
     from helios_scaler.errors import InvalidMetadata
-    from helios_scaler.scaler.metadata import ScalerMetadata
+    from helios_scaler.trigger import ScalerMetadata
 
     with pytest.raises(InvalidMetadata, match="quantile"):
         ScalerMetadata.parse({"query": "up", "threshold": "10", "quantile": "90"})

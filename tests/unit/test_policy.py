@@ -10,8 +10,8 @@ import pytest
 
 from helios_scaler.errors import NotReady
 from helios_scaler.policy import Decision, Reason, decide, is_active
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.store import SeriesState
+from helios_scaler.trigger import ScalerMetadata
 
 MINUTE = timedelta(minutes=1)
 OBSERVED_AT = datetime(1998, 6, 30, 18, 0, tzinfo=UTC)

@@ -15,8 +15,8 @@ from scaler_app import ref, running_app, scaler_settings, scaler_stub, wait_for_
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler.errors import QueryError, SourceUnavailable
 from helios_scaler.features.schema import DS, Y
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.registry import SourceResolver
+from helios_scaler.trigger import ScalerMetadata
 
 
 class FakeSource:

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from helios_scaler.features.schema import DS, Y
-from helios_scaler.scaler.metadata import SeriesKey
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore, SeriesState
 from helios_scaler.subscriptions import SeriesDemand, Subscriptions
 from helios_scaler.training import Trainer, _fetch_and_clean, _Work
+from helios_scaler.trigger import SeriesKey
 
 STEP = timedelta(minutes=1)
 T0 = datetime(2026, 11, 2, tzinfo=UTC)

@@ -14,10 +14,10 @@ from helios_scaler.compat import progress
 from helios_scaler.config import Settings, load_settings
 from helios_scaler.durations import format_duration, parse_duration
 from helios_scaler.errors import HeliosError, InputDataError
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.base import Source
 from helios_scaler.source.csv import CsvSource, infer_step, parse_iso_utc
 from helios_scaler.source.registry import SourceResolver
+from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from helios_scaler.features.schema import DS
 from helios_scaler.models.base import FloatArray, values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.policy import Reason, decide
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.store import SeriesState
 from helios_scaler.subscriptions import forecast_horizon, series_id
+from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from helios_scaler.features.pipeline import CleanReport, align_to_grid, season_l
 from helios_scaler.features.schema import DS
 from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.source.base import Source
 from helios_scaler.subscriptions import forecast_horizon
+from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from helios_scaler.errors import HeliosError, grpc_status
 from helios_scaler.policy import Decision, decide, is_active
-from helios_scaler.scaler.metadata import ScalerMetadata
 from helios_scaler.store import ForecastStore
 from helios_scaler.subscriptions import Subscription, Subscriptions
+from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,11 @@
-"""Trigger metadata → one typed :class:`ScalerMetadata`, in one place.
+"""Trigger metadata → one typed :class:`ScalerMetadata` and the :class:`SeriesKey` it names, in one place.
 
 Key names follow KEDA's own ``prometheus`` and ``predictkube`` scalers.  Every bad key
 raises :class:`~helios_scaler.errors.InvalidMetadata` naming the key, the value and what
 is accepted; an unknown key is an error too, with the closest known key suggested.
+
+It sits low in the house (it imports only errors and durations): the store, the policy,
+the demand, the trainer and the backtest all speak in these types.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from helios_scaler.errors import InvalidMetadata
-from helios_scaler.scaler.metadata import MAX_POINTS, ScalerMetadata, SeriesKey
+from helios_scaler.trigger import MAX_POINTS, ScalerMetadata, SeriesKey
 
 DEMO = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m"}
 BASE = {"query": "rate(http_requests_total[1m])", "threshold": "10"}
