@@ -5,11 +5,27 @@ never below the latest observation, so a forecast can only make a workload ready
 earlier, never starve it.  Without a usable forecast the latest *fresh* observation is
 served; with neither, :class:`~helios_scaler.errors.NotReady` is raised (KEDA then
 applies the ScaledObject's ``fallback``).
+
+All lead-time arithmetic lives here, in three functions that the server, the trainer and
+the backtest share:
+
+- :func:`window_steps`: the forecast steps a served value looks at, from a forecast's
+  origin (its newest observation) through ``now + leadTime``;
+- :func:`lead_steps`: the same window for a forecast made just now (origin = now);
+- :func:`forecast_horizon`: how many steps the trainer fits and forecasts.
+
+The invariant that ties them: **the fitted horizon covers every window served**, i.e.
+``window_steps(origin, now, lead, step) <= forecast_horizon(lead, step, refresh)`` for
+every forecast at most one refresh interval plus one step old (``now - origin <=
+refresh + step``), the oldest a live forecast gets between refreshes.  A forecast older
+than that may not cover the window, and :func:`decide` then serves the observation
+(``stale_forecast``).  ``tests/unit/test_policy.py`` checks the invariant.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -68,10 +84,28 @@ def _window_forecast(state: SeriesState, meta: ScalerMetadata, now: datetime) ->
     band = state.bands.get(meta.quantile)
     if band is None:
         return None
-    steps = state.window_steps(now, meta.lead_time)
+    assert state.forecast_origin is not None
+    steps = window_steps(state.forecast_origin, now, meta.lead_time, state.step)
     if steps > len(band):
         return None
     return max(0.0, float(band[:steps].max()))
+
+
+def window_steps(origin: datetime, now: datetime, lead: timedelta, step: timedelta) -> int:
+    """Forecast steps ``origin + k * step`` (k = 1, 2, ...) that cover ``(origin, now + lead]`` (at least one)."""
+    return max(1, math.ceil(((now + lead) - origin) / step))
+
+
+def lead_steps(lead: timedelta, step: timedelta) -> int:
+    """The window of a forecast whose origin is ``now``: the steps up to ``leadTime`` ahead."""
+    epoch = datetime(1970, 1, 1)
+    return window_steps(epoch, epoch, lead, step)
+
+
+def forecast_horizon(lead: timedelta, step: timedelta, refresh_interval: timedelta) -> int:
+    """Forecast steps a series is fitted for: the lead time plus a margin, so the forecast still
+    covers ``now + leadTime`` when its origin is up to one refresh interval plus one step old."""
+    return lead_steps(lead, step) + math.ceil(refresh_interval / step) + 1
 
 
 def is_active(decision: Decision, meta: ScalerMetadata) -> bool:

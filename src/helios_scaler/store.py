@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-import numpy as np
-
 from helios_scaler.models.base import FloatArray
 from helios_scaler.trigger import SeriesKey
 
@@ -52,12 +50,6 @@ class SeriesState:
     @property
     def has_forecast(self) -> bool:
         return self.mean is not None and self.forecast_origin is not None
-
-    def window_steps(self, now: datetime, lead: timedelta) -> int:
-        """How many forecast steps cover ``(forecast_origin, now + lead]``."""
-        assert self.forecast_origin is not None
-        span = (now + lead) - self.forecast_origin
-        return max(1, int(np.ceil(span / self.step)))
 
     def is_fresh(self, now: datetime, stale_after: timedelta) -> bool:
         """A new observation arrived within ``stale_after`` (plus one step: points come a step apart)."""

@@ -9,13 +9,13 @@ is a series nobody asks about any more.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from helios_scaler.errors import TooManySeries
+from helios_scaler.policy import forecast_horizon
 from helios_scaler.source.base import Source
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.trigger import ScalerMetadata, SeriesKey
@@ -41,13 +41,6 @@ class SeriesDemand:
     horizon: int
     history: timedelta
     quantiles: tuple[float, ...]
-
-
-def forecast_horizon(lead: timedelta, step: timedelta, refresh_interval: timedelta) -> int:
-    """Forecast steps a series needs: the lead time, plus a margin so the forecast still
-    covers ``now + leadTime`` when the newest point is up to one refresh (plus one step) old."""
-    margin = math.ceil(refresh_interval / step) + 1
-    return max(1, math.ceil(lead / step)) + margin
 
 
 def series_id(key: SeriesKey) -> str:

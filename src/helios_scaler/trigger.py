@@ -68,11 +68,6 @@ class ScalerMetadata:
     mode: str = "forecast"
 
     @property
-    def horizon_steps(self) -> int:
-        """Forecast steps needed to cover ``[now, now + leadTime]`` (at least one)."""
-        return max(1, math.ceil(self.lead_time / self.query_step))
-
-    @property
     def history_points(self) -> int:
         return int(self.history_time_window / self.query_step)
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from helios_scaler.durations import parse_duration
 from helios_scaler.errors import NotReady
-from helios_scaler.policy import Decision, Reason, decide, is_active
+from helios_scaler.policy import Decision, Reason, decide, forecast_horizon, is_active, lead_steps, window_steps
 from helios_scaler.store import SeriesState
 from helios_scaler.trigger import ScalerMetadata
 
@@ -189,3 +190,51 @@ def test_is_active_above_activation_threshold(value: float, active: bool) -> Non
 def test_is_active_default_threshold_is_zero() -> None:
     assert not is_active(Decision(0.0, Reason.WARMING_UP, None, 0.0), META)
     assert is_active(decide(state(last_value=0.5, bands={0.9: np.zeros(10)}), META, NOW, STALE_AFTER), META)
+
+
+@pytest.mark.parametrize(
+    ("lead", "step", "steps"),
+    [
+        ("5m", "1m", 5),
+        ("90s", "1m", 2),
+        ("0s", "1m", 1),
+        ("30s", "1m", 1),
+        ("1h", "5m", 12),
+        ("61s", "30s", 3),
+    ],
+)
+def test_lead_steps(lead: str, step: str, steps: int) -> None:
+    assert lead_steps(parse_duration(lead), parse_duration(step)) == steps
+
+
+@pytest.mark.parametrize("step_s", [10, 30, 60, 300, 1800, 3600])
+@pytest.mark.parametrize("lead_s", [0, 1, 30, 59, 60, 61, 300, 301, 1800, 3600, 21600])
+@pytest.mark.parametrize("refresh_s", [1, 15, 30, 60, 600])
+def test_the_fitted_horizon_covers_every_window_served(step_s: int, lead_s: int, refresh_s: int) -> None:
+    """The one invariant of the lead-time arithmetic: a forecast at most one refresh plus one
+    step old (the oldest a live forecast gets between refreshes) covers ``now + leadTime``."""
+    step, lead, refresh = (timedelta(seconds=s) for s in (step_s, lead_s, refresh_s))
+    horizon = forecast_horizon(lead, step, refresh)
+    origin = OBSERVED_AT
+    oldest = refresh + step
+    ages = [
+        timedelta(0),
+        timedelta(microseconds=1),
+        step / 2,
+        step,
+        oldest / 2,
+        oldest - timedelta(microseconds=1),
+        oldest,
+    ]
+    for age in ages:
+        assert window_steps(origin, origin + age, lead, step) <= horizon, (age, horizon)
+    # ...and the bound is tight enough to matter: a much older forecast would not be covered.
+    assert window_steps(origin, origin + oldest + (horizon + 1) * step, lead, step) > horizon
+
+
+def test_a_forecast_older_than_its_horizon_is_not_served() -> None:
+    """Past the fitted horizon the window is not covered: the observation is served instead."""
+    old = state(forecast_origin=OBSERVED_AT - 10 * MINUTE)
+    decision = decide(old, META, NOW, STALE_AFTER)
+    assert decision.reason is Reason.STALE_FORECAST
+    assert decision.value == 180.0

@@ -36,7 +36,6 @@ def test_defaults() -> None:
 def test_demo_map() -> None:
     meta = ScalerMetadata.parse(DEMO)
     assert meta == ScalerMetadata(query="worldcup98", threshold=1000.0, lead_time=timedelta(minutes=5))
-    assert meta.horizon_steps == 5
     assert meta.history_points == 7 * 24 * 60
 
 
@@ -209,21 +208,6 @@ def test_default_history_too_many_points_for_a_fine_step() -> None:
         parse(queryStep="10s")
     assert (info.value.key, info.value.value) == ("historyTimeWindow", "7d")
     assert parse(queryStep="10s", historyTimeWindow="5d").history_points == 43200
-
-
-@pytest.mark.parametrize(
-    ("lead", "step", "steps"),
-    [
-        ("5m", "1m", 5),
-        ("90s", "1m", 2),
-        ("0s", "1m", 1),
-        ("30s", "1m", 1),
-        ("1h", "5m", 12),
-        ("61s", "30s", 3),
-    ],
-)
-def test_horizon_steps(lead: str, step: str, steps: int) -> None:
-    assert parse(leadTime=lead, queryStep=step).horizon_steps == steps
 
 
 METRIC_NAME = re.compile(r"^[a-z0-9-]+$")

@@ -28,9 +28,9 @@ from helios_scaler.features.pipeline import season_length
 from helios_scaler.features.schema import DS
 from helios_scaler.models.base import FloatArray, values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
-from helios_scaler.policy import Reason, decide
+from helios_scaler.policy import Reason, decide, forecast_horizon, lead_steps
 from helios_scaler.store import SeriesState
-from helios_scaler.subscriptions import forecast_horizon, series_id
+from helios_scaler.subscriptions import series_id
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def replay(
     horizon = forecast_horizon(meta.lead_time, step, refresh_interval)
     every = max(1, round(retrain_interval / step))
     history = meta.history_points
-    lead = meta.horizon_steps
+    lead = lead_steps(meta.lead_time, step)
     train_at = list(range(start, n, every))
     windows = [frame.slice(max(0, t + 1 - history), min(t + 1, history)) for t in train_at]
 

@@ -27,8 +27,8 @@ from helios_scaler.features.pipeline import CleanReport, align_to_grid, season_l
 from helios_scaler.features.schema import DS
 from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
+from helios_scaler.policy import forecast_horizon, lead_steps
 from helios_scaler.source.base import Source
-from helios_scaler.subscriptions import forecast_horizon
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def run_backtest(
     warmup = config.warmup if config.warmup is not None else meta.history_time_window
     start = max(MIN_HISTORY_POINTS, math.ceil(warmup / step))
     evaluation = frame.height - start
-    minimum = max(2 * meta.horizon_steps, season_length(step, timedelta(hours=6)))
+    lead = lead_steps(meta.lead_time, step)
+    minimum = max(2 * lead, season_length(step, timedelta(hours=6)))
     if evaluation < minimum:
         raise InputDataError(
             f"history too short: {frame.height} points at step {format_duration(step)} after cleaning; the first "
@@ -135,7 +136,7 @@ def run_backtest(
         "reactive": strategies.reactive(demand),
         "holt_winters": strategies.holt_winters(y, meta.threshold, season)[start:],
         "periodic_max": strategies.periodic_max(
-            y, season, window_steps=meta.horizon_steps, refit_steps=max(1, round(timedelta(hours=1) / step))
+            y, season, window_steps=lead, refit_steps=max(1, round(timedelta(hours=1) / step))
         )[start:],
         "oracle": strategies.oracle(demand, startup_steps),
     }
