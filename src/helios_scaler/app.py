@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from helios_scaler.config import Settings
-from helios_scaler.scaler.service import ExternalScalerService
-from helios_scaler.server import GrpcServer, HttpServer
+from helios_scaler.demand import Subscriptions
+from helios_scaler.serving.keda import ExternalScalerService
+from helios_scaler.serving.server import GrpcServer, HttpServer
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore
-from helios_scaler.subscriptions import Subscriptions
 from helios_scaler.telemetry import Telemetry
 from helios_scaler.training import Trainer
 from helios_scaler.trigger import ScalerMetadata

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from helios_scaler.demand import Subscriptions
 from helios_scaler.errors import HeliosError, NotReady
 from helios_scaler.models.selection import FittedSeries
 from helios_scaler.policy import decide
 from helios_scaler.store import ForecastSnapshot, ForecastStore, SeriesState
-from helios_scaler.subscriptions import Subscriptions
 from helios_scaler.training import TrainingEvents
 from helios_scaler.trigger import SeriesKey
 

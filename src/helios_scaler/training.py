@@ -23,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from helios_scaler.demand import SeriesDemand, Subscriptions, series_id
 from helios_scaler.errors import HeliosError, NoData
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.store import ForecastStore, SeriesState
-from helios_scaler.subscriptions import SeriesDemand, Subscriptions, series_id
 from helios_scaler.trigger import SeriesKey
 
 logger = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helios_scaler.demand import SeriesDemand, Subscriptions
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore, SeriesState
-from helios_scaler.subscriptions import SeriesDemand, Subscriptions
 from helios_scaler.training import Trainer, _fetch_and_clean, _Work
 from helios_scaler.trigger import SeriesKey
 

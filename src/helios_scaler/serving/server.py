@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
-from helios_scaler.scaler.service import ExternalScalerService
+from helios_scaler.serving.keda import ExternalScalerService
 from helios_scaler.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The ExternalScaler servicer: parse metadata, read the snapshot, answer.
+"""The ExternalScaler servicer (KEDA's side of helios-scaler): parse metadata, read the snapshot, answer.
 
 Handlers never do I/O and never compute forecasts: they register the trigger (a dict
 update), read the current immutable snapshot and apply the pure policy.
@@ -16,10 +16,10 @@ import grpc
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
+from helios_scaler.demand import Subscription, Subscriptions
 from helios_scaler.errors import HeliosError, grpc_status
 from helios_scaler.policy import Decision, decide, is_active
 from helios_scaler.store import ForecastStore
-from helios_scaler.subscriptions import Subscription, Subscriptions
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Which ScaledObjects ask for what: the demand the trainer works from.
+"""Which ScaledObjects ask for what: the demand the trainer works from (registered by the KEDA handlers).
 
 Handlers register a ScaledObject on every call (a dictionary update: no I/O).  The
 trainer reads the union per series: the longest horizon and history, every quantile
