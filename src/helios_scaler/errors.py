@@ -1,25 +1,21 @@
 """The one exception hierarchy of helios-scaler.
 
-Every error the scaler raises on purpose derives from :class:`HeliosError`.  Each class
-names the gRPC status code it maps to; :func:`grpc_status` is the one place that
-translation happens (serving never inspects third-party exceptions).
+Every error the scaler raises on purpose derives from :class:`HeliosError`.  The
+hierarchy knows nothing of gRPC: :mod:`helios_scaler.serving.status` holds the one table
+that maps each class to the status code a client sees, applied at the serving boundary.
+Third-party exceptions are translated into these classes where they arise (sources,
+models), so serving never inspects them.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class HeliosError(Exception):
     """Base class of every error helios-scaler raises on purpose."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
 
 class ConfigError(HeliosError):
     """A server setting (CLI flag, config file key, HELIOS_* variable) is invalid."""
-
-    status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class InvalidMetadata(HeliosError):
@@ -27,8 +23,6 @@ class InvalidMetadata(HeliosError):
 
     The message always names the key, the value and what is accepted.
     """
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, key: str, value: str | None, accepted: str, *, unknown: bool = False) -> None:
         self.key = key
@@ -46,13 +40,9 @@ class InvalidMetadata(HeliosError):
 class SourceNotAllowed(HeliosError):
     """A ScaledObject names a ``serverAddress`` that is not on the server's allowlist."""
 
-    status = grpc.StatusCode.PERMISSION_DENIED
-
 
 class SourceError(HeliosError):
     """Base class of errors reading history from a source."""
-
-    status = grpc.StatusCode.UNAVAILABLE
 
 
 class SourceUnavailable(SourceError):
@@ -62,31 +52,30 @@ class SourceUnavailable(SourceError):
 class QueryError(SourceError):
     """The source rejected the query (bad PromQL, unknown replay series)."""
 
-    status = grpc.StatusCode.INVALID_ARGUMENT
-
 
 class NoData(SourceError):
     """The query is valid but returned no samples in the requested range."""
-
-    status = grpc.StatusCode.UNAVAILABLE
 
 
 class MultipleSeries(SourceError):
     """The query returned more than one series; the scaler needs exactly one."""
 
-    status = grpc.StatusCode.INVALID_ARGUMENT
-
 
 class NotReady(HeliosError):
-    """Neither a forecast nor a fresh observation exists yet for a ScaledObject."""
+    """Neither a forecast nor a fresh observation exists yet for a ScaledObject.
 
-    status = grpc.StatusCode.UNAVAILABLE
+    ``cause`` is the series' latest error, if any (a rejected query, an unreachable source): it
+    decides what the client is told, so a PromQL syntax error is reported as the invalid
+    argument it is, not as an outage.
+    """
+
+    def __init__(self, message: str, cause: HeliosError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class TooManySeries(HeliosError):
     """The server already tracks its configured maximum number of series."""
-
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class ModelError(HeliosError):
@@ -95,12 +84,3 @@ class ModelError(HeliosError):
 
 class InputDataError(HeliosError):
     """Input history (a CSV, a trace) is malformed; the message names the row."""
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map any exception to the gRPC status code and message a client sees."""
-    if isinstance(exc, HeliosError):
-        return exc.status, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

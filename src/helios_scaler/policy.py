@@ -57,7 +57,8 @@ def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale
     """The value to serve for one ScaledObject, and why."""
     if state is None or state.observed_at is None or state.last_value is None:
         detail = f": {state.error}" if state is not None and state.error else ""
-        raise NotReady(f"no data yet for query {meta.query!r} (first fetch pending or failing){detail}")
+        cause = state.error if state is not None else None
+        raise NotReady(f"no data yet for query {meta.query!r} (first fetch pending or failing){detail}", cause)
     observed = state.last_value
     forecast = _window_forecast(state, meta, now)
     fresh = state.is_fresh(now, stale_after)
@@ -65,7 +66,8 @@ def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale
         detail = f"; last error: {state.error}" if state.error else ""
         raise NotReady(
             f"data for query {meta.query!r} is stale (newest point {state.observed_at.isoformat()}) "
-            f"and no forecast covers the lead time{detail}"
+            f"and no forecast covers the lead time{detail}",
+            state.error,
         )
     if meta.mode == "shadow":
         return Decision(observed, Reason.SHADOW, forecast, observed)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from helios_scaler.errors import HeliosError
 from helios_scaler.models.base import FloatArray
 from helios_scaler.trigger import SeriesKey
 
@@ -45,7 +46,7 @@ class SeriesState:
     trained_at: datetime | None = None
     training_seconds: float | None = None
     #: The latest error fetching or modelling this series (None when the last attempt worked).
-    error: str | None = None
+    error: HeliosError | None = None
 
     @property
     def has_forecast(self) -> bool:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from helios_scaler.demand import SeriesDemand, Subscriptions, series_id
-from helios_scaler.errors import HeliosError, NoData
+from helios_scaler.errors import HeliosError, ModelError, NoData
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
@@ -192,7 +192,7 @@ class Trainer:
             except HeliosError as exc:
                 self._events.fetch_failed(work.demand.key, work.demand.source.name, exc)
                 logger.warning("fetch failed for query %r: %s", work.demand.key.query, exc)
-                work.state = replace(work.state, error=str(exc))
+                work.state = replace(work.state, error=exc)
                 self._stage(work)
                 return
             self._stage(work)
@@ -267,7 +267,7 @@ class Trainer:
                 self._train = _training_pool(self._training_workers)
             self._events.train_failed(demand.key, exc)
             logger.warning("training failed for query %r: %s", demand.key.query, exc)
-            work.state = replace(work.state, error=f"training failed: {exc}")
+            work.state = replace(work.state, error=ModelError(f"training failed: {exc}"))
             work.next_retrain = self._clock() + min(self._retrain, 300.0)
             return
         seconds = time.perf_counter() - started

@@ -114,12 +114,22 @@ async def test_bad_inputs_get_clear_errors_and_the_rest_keeps_serving(
         await wait_for_forecast(app, good)
 
         async def error_of(metadata: dict[str, str], name: str) -> grpc.aio.AioRpcError:
+            """The error KEDA gets: at registration for bad metadata, else once the first fetch failed."""
             request = pb.GetMetricsRequest(scaledObjectRef=ref(metadata, name=name))
             try:
-                await wait_for_value(stub, request, timeout=20)
+                await stub.GetMetricSpec(request.scaledObjectRef, timeout=3)
             except grpc.aio.AioRpcError as exc:
                 return exc
-            raise AssertionError(f"{metadata} was served")
+            meta = ScalerMetadata.parse(metadata)
+            sub = app.subscriptions.get("shop", name, meta.metric_name())
+            assert sub is not None
+            deadline = asyncio.get_running_loop().time() + 20
+            while (state := app.store.snapshot.get(sub.key)) is None or state.error is None:
+                assert asyncio.get_running_loop().time() < deadline, f"{metadata}: no fetch error within 20 s"
+                await asyncio.sleep(0.1)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetMetrics(request, timeout=3)
+            return caught.value
 
         typo = await error_of({**good, "leadtime": "5m"}, "typo")
         assert typo.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -137,12 +147,13 @@ async def test_bad_inputs_get_clear_errors_and_the_rest_keeps_serving(
         assert nothing.code() == grpc.StatusCode.UNAVAILABLE
         assert "helios_no_such_metric" in nothing.details()
 
+        # A query the ScaledObject must fix is INVALID_ARGUMENT, an empty answer an outage (UNAVAILABLE).
         several = await error_of({**good, "query": prometheus.multi}, "several")
-        assert several.code() == grpc.StatusCode.UNAVAILABLE
+        assert several.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "series" in several.details() and "sum(" in several.details()
 
         promql = await error_of({**good, "query": "rate(helios_wc98_requests[5m"}, "promql")
-        assert promql.code() == grpc.StatusCode.UNAVAILABLE
+        assert promql.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "parse error" in promql.details()
 
         # NaN samples are dropped by the pipeline, the rest is served.

@@ -68,7 +68,8 @@ async def test_a_failing_query_does_not_disturb_the_others() -> None:
         assert good.metricValues[0].metricValueFloat >= 50
         for query, code, text in (
             ("down", grpc.StatusCode.UNAVAILABLE, "fake Prometheus is down"),
-            ("bad(", grpc.StatusCode.UNAVAILABLE, "parse error"),
+            # A rejected query is the ScaledObject's fault, not an outage (issue 7: it used to be UNAVAILABLE).
+            ("bad(", grpc.StatusCode.INVALID_ARGUMENT, "parse error"),
         ):
             request = pb.GetMetricsRequest(scaledObjectRef=ref({**META, "query": query}, name=query))
             await stub.GetMetricSpec(request.scaledObjectRef, timeout=3)

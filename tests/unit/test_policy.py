@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import numpy as np
 import pytest
 
 from helios_scaler.durations import parse_duration
-from helios_scaler.errors import NotReady
+from helios_scaler.errors import NotReady, QueryError, SourceUnavailable
 from helios_scaler.policy import Decision, Reason, decide, forecast_horizon, is_active, lead_steps, window_steps
+from helios_scaler.serving.status import status_code
 from helios_scaler.store import SeriesState
 from helios_scaler.trigger import ScalerMetadata
 
@@ -113,7 +115,7 @@ def test_forecast_too_short_with_a_fresh_fetch_is_stale_forecast() -> None:
 def test_forecast_too_short_with_a_stale_fetch_is_not_ready() -> None:
     now = OBSERVED_AT + timedelta(minutes=20)
     with pytest.raises(NotReady) as info:
-        decide(state(error="SourceUnavailable: connection refused"), META, now, STALE_AFTER)
+        decide(state(error=SourceUnavailable("connection refused")), META, now, STALE_AFTER)
     message = str(info.value)
     assert "'worldcup98'" in message
     assert "stale" in message
@@ -159,11 +161,13 @@ def test_covering_forecast_is_served_even_when_the_fetch_is_stale() -> None:
     ids=["neither", "no-value", "no-time"],
 )
 def test_no_observation_is_not_ready_naming_query_and_error(observation: dict[str, object]) -> None:
-    broken = state(**observation, error="QueryError: parse error at char 3")
+    broken = state(**observation, error=QueryError("parse error at char 3"))
     with pytest.raises(NotReady) as info:
         decide(broken, META, NOW, STALE_AFTER)
     assert "'worldcup98'" in str(info.value)
-    assert "QueryError: parse error at char 3" in str(info.value)
+    assert "parse error at char 3" in str(info.value)
+    # The client is told what stops it: a rejected query, not an outage.
+    assert status_code(info.value) is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_unknown_series_is_not_ready() -> None:

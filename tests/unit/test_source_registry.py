@@ -12,6 +12,7 @@ import pytest
 from helios_scaler.config import Settings
 from helios_scaler.errors import ConfigError, SourceNotAllowed
 from helios_scaler.features.schema import empty_series
+from helios_scaler.serving.status import status_code
 from helios_scaler.source.prometheus import PrometheusSource
 from helios_scaler.source.registry import SourceResolver
 
@@ -84,7 +85,7 @@ def test_any_other_address_is_not_allowed(resolver: SourceResolver, address: str
     assert repr(address) in message
     assert "http://prometheus.monitoring:9090" in message
     assert "https://thanos.example.com:10902" in message
-    assert caught.value.status == grpc.StatusCode.PERMISSION_DENIED
+    assert status_code(caught.value) is grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_without_a_default_a_missing_address_says_what_to_do() -> None:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from helios_scaler.errors import InvalidMetadata
+from helios_scaler.serving.status import status_code
 from helios_scaler.trigger import MAX_POINTS, ScalerMetadata, SeriesKey
 
 DEMO = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m"}
@@ -116,7 +117,7 @@ def test_bad_value_names_key_value_and_accepted(key: str, value: str, accepted: 
     assert repr(value) in message
     assert accepted in message
     assert (info.value.key, info.value.value) == (key, value)
-    assert info.value.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_code(info.value) is grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize("missing", ["query", "threshold"])

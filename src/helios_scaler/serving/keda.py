@@ -10,15 +10,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 import grpc
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from helios_scaler.demand import Subscription, Subscriptions
-from helios_scaler.errors import HeliosError, grpc_status
+from helios_scaler.errors import HeliosError
 from helios_scaler.policy import Decision, decide, is_active
+from helios_scaler.serving import status
 from helios_scaler.store import ForecastStore
 from helios_scaler.trigger import ScalerMetadata
 
@@ -57,60 +57,47 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
     def _decide(self, sub: Subscription) -> Decision:
         return decide(self._store.snapshot.get(sub.key), sub.meta, self._clock(), self._stale_after)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: HeliosError) -> NoReturn:
-        code, message = grpc_status(exc)
-        await context.abort(code, message)
-        raise AssertionError("context.abort always raises")
-
+    @status.unary
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricSpecResponse:
-        try:
-            sub = self._subscribe(request)
-        except HeliosError as exc:
-            await self._abort(context, exc)
+        sub = self._subscribe(request)
         threshold = sub.meta.threshold
         spec = pb.MetricSpec(metricName=sub.metric_name, targetSize=max(1, round(threshold)), targetSizeFloat=threshold)
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
+    @status.unary
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricsResponse:
-        try:
-            sub = self._subscribe(request.scaledObjectRef)
-            decision = self._decide(sub)
-        except HeliosError as exc:
-            await self._abort(context, exc)
+        sub = self._subscribe(request.scaledObjectRef)
+        decision = self._decide(sub)
         name = request.metricName or sub.metric_name
         value = pb.MetricValue(
             metricName=name, metricValue=min(round(decision.value), INT64_MAX), metricValueFloat=decision.value
         )
         return pb.GetMetricsResponse(metricValues=[value])
 
+    @status.unary
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
-        try:
-            sub = self._subscribe(request)
-            decision = self._decide(sub)
-        except HeliosError as exc:
-            await self._abort(context, exc)
+        sub = self._subscribe(request)
+        decision = self._decide(sub)
         return pb.IsActiveResponse(result=is_active(decision, sub.meta))
 
+    @status.stream
     async def StreamIsActive(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.IsActiveResponse]:
         """Send the activity now and whenever it changes; end with OK on shutdown."""
-        try:
-            meta: ScalerMetadata = self._subs.parse(request.scalerMetadata)
-        except HeliosError as exc:
-            await self._abort(context, exc)
+        meta: ScalerMetadata = self._subs.parse(request.scalerMetadata)
         last: bool | None = None
         while not self._stopping.is_set():
             try:
                 sub = self._subs.register(request.namespace, request.name, meta)
                 active: bool | None = is_active(self._decide(sub), meta)
             except HeliosError as exc:
-                if exc.status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
-                    await self._abort(context, exc)
+                if status.status_code(exc) in status.CLIENT_ERRORS:
+                    raise
                 active = None  # not ready yet: say nothing, KEDA keeps its last state
             if active is not None and active != last:
                 last = active
