@@ -138,6 +138,9 @@ class TraceSource:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
         import polars as pl
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -27,7 +28,7 @@ def scaler_settings(**overrides: object) -> Settings:
         refresh_interval=timedelta(seconds=1),
         shutdown_grace=timedelta(seconds=1),
     )
-    return base.with_overrides(**overrides)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

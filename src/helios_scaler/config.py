@@ -79,10 +79,6 @@ class Settings:
         default=timedelta(seconds=5), metadata={"help": "how long in-flight RPCs get on SIGTERM"}
     )
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields replaced (used by ``demo`` and tests)."""
-        return dataclasses.replace(self, **changes)
-
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 

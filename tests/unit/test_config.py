@@ -169,12 +169,6 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(missing, env={})
 
 
-def test_with_overrides_copies() -> None:
-    base = Settings()
-    changed = base.with_overrides(grpc_port=0)
-    assert (changed.grpc_port, base.grpc_port) == (0, 6000)
-
-
 # --- durations ---------------------------------------------------------------------------
 
 

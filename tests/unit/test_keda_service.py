@@ -30,6 +30,9 @@ class FakeSource:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
         if query in self.broken:
             raise SourceUnavailable(f"fake Prometheus is down for {query!r}")

@@ -29,6 +29,9 @@ class FakeSource:
     def now(self) -> datetime:
         return datetime(2024, 1, 1, tzinfo=UTC)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 DEFAULT = FakeSource("http://prometheus.monitoring:9090")
 OTHER = FakeSource("http://other")

@@ -59,10 +59,6 @@ class Simulation:
     ready: IntArray
     unserved: FloatArray
 
-    def figures(self, demand: FloatArray, config: HpaConfig) -> dict[str, float]:
-        """The headline figures of this run (see :func:`summarise`)."""
-        return summarise(self, demand, config)
-
 
 def ideal_pods(demand: FloatArray, config: HpaConfig) -> IntArray:
     """Pods a perfect scaler would run at each step: ``ceil(demand / threshold)`` within min/max."""

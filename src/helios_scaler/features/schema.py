@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-UNIQUE_ID = "unique_id"
 DS = "ds"
 Y = "y"
 

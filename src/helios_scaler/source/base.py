@@ -29,3 +29,7 @@ class Source(Protocol):
     def now(self) -> datetime:
         """The source's current time (wall clock, or the replay clock), tz-aware UTC."""
         ...
+
+    def close(self) -> None:
+        """Release what the source holds (connections); called once, at shutdown."""
+        ...

@@ -112,6 +112,9 @@ class CsvSource:
         last: datetime = self.frame[DS][-1]
         return last
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
         selected = self.frame.filter((pl.col(DS) >= start) & (pl.col(DS) <= end))
         if selected.is_empty():

@@ -40,6 +40,11 @@ class SourceResolver:
             table.setdefault(normalize_url(default.name), default)
         self._table: Mapping[str, Source] = MappingProxyType(table)
 
+    def close(self) -> None:
+        """Close every source (at shutdown)."""
+        for source in {id(source): source for source in self._table.values()}.values():
+            source.close()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceResolver:
         """Prometheus sources for ``prometheus_url`` and every ``allowed_server_addresses`` entry.

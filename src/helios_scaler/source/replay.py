@@ -99,6 +99,9 @@ class ReplaySource:
         """The current time of the injected clock (by default the wall clock), tz-aware UTC."""
         return self._clock()
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
         """The replayed series at ``start, start + step, ... <= min(end, now())``.
 
