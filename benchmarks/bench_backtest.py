@@ -49,6 +49,7 @@ from helios_scaler.config import Settings
 from helios_scaler.durations import format_duration
 from helios_scaler.errors import HeliosError
 from helios_scaler.source.csv import CsvSource, infer_step
+from helios_scaler.training.executor import for_workers
 from helios_scaler.trigger import ScalerMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
                     settings.refresh_interval,
                     settings.stale_after,
                     start,
-                    workers,
+                    for_workers(workers),
                 )
             accuracy_row[f"mase_{minutes}m"] = _num(result.mase)
         rows[0]["accuracy"] = accuracy_row

@@ -18,7 +18,9 @@ from helios_scaler.serving.server import GrpcServer, HttpServer
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore
 from helios_scaler.telemetry import Telemetry
-from helios_scaler.training import Trainer
+from helios_scaler.training.checkpoint import NoRepository
+from helios_scaler.training.executor import process_pool
+from helios_scaler.training.loop import Trainer
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class App:
     """A running helios-scaler: its ports and parts (tests read ``grpc_port``/``http_port``)."""
 
     settings: Settings
+    resolver: SourceResolver
     store: ForecastStore
     subscriptions: Subscriptions
     telemetry: Telemetry
@@ -74,7 +77,8 @@ def build(
         store,
         settings.refresh_interval,
         settings.retrain_interval,
-        settings.training_workers,
+        executor=process_pool(settings.training_workers),
+        repository=NoRepository(),
         events=telemetry,
     )
     service = ExternalScalerService(store, subscriptions, settings.stale_after, clock)
@@ -85,7 +89,7 @@ def build(
         settings.bind_address,
         settings.http_port,
     )
-    return App(settings, store, subscriptions, telemetry, trainer, grpc_server, http, clock)
+    return App(settings, resolver, store, subscriptions, telemetry, trainer, grpc_server, http, clock)
 
 
 async def run(
@@ -116,6 +120,7 @@ async def run(
         logger.info("shutting down (grace %s)", app.settings.shutdown_grace)
         await app.grpc.stop(app.settings.shutdown_grace.total_seconds())
         await asyncio.gather(trainer, health, return_exceptions=True)
+        app.resolver.close()
         app.http.stop()
         logger.info("stopped")
 

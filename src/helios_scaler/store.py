@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,13 +56,25 @@ class SeriesState:
         return self.fetched_at is not None and now - self.fetched_at <= stale_after + self.step
 
 
+class TrainingEvents:
+    """What the trainer reports besides the states it publishes (telemetry implements it; tests may
+    record).  It lives beside the store so that readers of training outcomes need not import training."""
+
+    def fetched(self, state: SeriesState, points: int, seconds: float) -> None: ...
+
+    def fetch_failed(self, key: SeriesKey, source: str, error: HeliosError) -> None: ...
+
+    def trained(self, state: SeriesState, seconds: float) -> None: ...
+
+    def train_failed(self, key: SeriesKey, error: Exception) -> None: ...
+
+
 @dataclass(frozen=True)
 class ForecastSnapshot:
     """The states of every tracked series at one moment."""
 
     series: Mapping[SeriesKey, SeriesState]
     version: int
-    created_monotonic: float
 
     def get(self, key: SeriesKey) -> SeriesState | None:
         return self.series.get(key)
@@ -73,7 +84,7 @@ class ForecastStore:
     """Holds the current snapshot; publishing swaps in a new one and wakes waiters."""
 
     def __init__(self) -> None:
-        self._snapshot = ForecastSnapshot(MappingProxyType({}), 0, time.monotonic())
+        self._snapshot = ForecastSnapshot(MappingProxyType({}), 0)
         self._changed: asyncio.Condition | None = None
 
     @property
@@ -91,7 +102,7 @@ class ForecastStore:
         """Swap in a snapshot with ``states`` updated and ``removed`` dropped (event loop only)."""
         merged = {k: v for k, v in self._snapshot.series.items() if k not in removed}
         merged.update(states)
-        self._snapshot = ForecastSnapshot(MappingProxyType(merged), self._snapshot.version + 1, time.monotonic())
+        self._snapshot = ForecastSnapshot(MappingProxyType(merged), self._snapshot.version + 1)
         condition = self._condition()
         async with condition:
             condition.notify_all()

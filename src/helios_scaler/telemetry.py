@@ -17,10 +17,8 @@ from prometheus_client.registry import Collector
 
 from helios_scaler.demand import Subscriptions
 from helios_scaler.errors import HeliosError, NotReady
-from helios_scaler.models.selection import FittedSeries
 from helios_scaler.policy import decide
-from helios_scaler.store import ForecastSnapshot, ForecastStore, SeriesState
-from helios_scaler.training import TrainingEvents
+from helios_scaler.store import ForecastSnapshot, ForecastStore, SeriesState, TrainingEvents
 from helios_scaler.trigger import SeriesKey
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
@@ -76,8 +74,8 @@ class Telemetry(TrainingEvents):
     def fetch_failed(self, key: SeriesKey, source: str, error: HeliosError) -> None:
         self.query_errors.labels(source, type(error).__name__).inc()
 
-    def trained(self, state: SeriesState, fitted: FittedSeries, seconds: float) -> None:
-        self.training_duration.labels(fitted.alias).observe(seconds)
+    def trained(self, state: SeriesState, seconds: float) -> None:
+        self.training_duration.labels(state.model or "").observe(seconds)
 
     def train_failed(self, key: SeriesKey, error: Exception) -> None:
         self.training_failures.inc()

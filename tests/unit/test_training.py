@@ -1,24 +1,34 @@
-"""Trainer pieces: appending fetched points, restarting after a long gap, freshness, retry back-off."""
+"""The trainer through its public face (tick, the store, injected executor and repository): appending
+fetched points, restarting after a long gap, freshness, retry back-off, checkpoints."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 import pytest
 
 from helios_scaler.demand import SeriesDemand, Subscriptions
+from helios_scaler.errors import ModelError
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.source.registry import SourceResolver
-from helios_scaler.store import ForecastStore, SeriesState
-from helios_scaler.training import Trainer, _fetch_and_clean, _Work
-from helios_scaler.trigger import SeriesKey
+from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
+from helios_scaler.training.checkpoint import Checkpoint
+from helios_scaler.training.executor import InlineExecutor
+from helios_scaler.training.loop import Trainer, fetch_and_clean
+from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
 STEP = timedelta(minutes=1)
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
+REFRESH_SECONDS = 30.0
+REFRESH = timedelta(seconds=REFRESH_SECONDS)
+#: Past the next refresh of every series (refreshes are spread over a tenth of the interval).
+NEXT_REFRESH = 1.1 * REFRESH_SECONDS + 1
+T = TypeVar("T")
 
 
 def grid(first: int, last: int) -> pl.DataFrame:
@@ -40,6 +50,9 @@ class StoredSource:
     def now(self) -> datetime:
         return self.clock
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
         return self.frame.filter((pl.col(DS) >= start) & (pl.col(DS) <= end))
 
@@ -51,7 +64,7 @@ def demand(source: StoredSource) -> SeriesDemand:
 
 def test_new_points_are_appended() -> None:
     source = StoredSource(grid(0, 110), T0 + 110 * STEP)
-    frame, raw_rows, restarted = _fetch_and_clean(demand(source), grid(0, 100))
+    frame, raw_rows, restarted = fetch_and_clean(demand(source), grid(0, 100))
     assert not restarted
     assert frame[Y].to_list() == [float(i) for i in range(111)]
     assert raw_rows == 13  # re-reads from two steps before the newest point held
@@ -61,64 +74,159 @@ def test_a_gap_too_long_to_fill_restarts_the_history_after_it() -> None:
     """A 19-step outage (longer than the 10 steps filled): the history keeps only what follows it,
     as a full re-fetch would, so it stays on a regular grid."""
     source = StoredSource(pl.concat([grid(0, 100), grid(120, 140)]), T0 + 140 * STEP)
-    frame, _, restarted = _fetch_and_clean(demand(source), grid(0, 100))
+    frame, _, restarted = fetch_and_clean(demand(source), grid(0, 100))
     assert restarted
     assert frame[Y].to_list() == [float(i) for i in range(120, 141)]
 
 
+class CountingExecutor(InlineExecutor):
+    """Fits inline and counts the fits; ``fail`` makes every fit raise a model error."""
+
+    def __init__(self) -> None:
+        self.fits = 0
+        self.fail = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.fits += 1
+        if self.fail:
+            future: Future[T] = Future()
+            future.set_exception(ModelError("no candidate could be fitted"))
+            return future
+        return super().submit(fn, *args, **kwargs)
+
+
+class RecordingEvents(TrainingEvents):
+    def __init__(self) -> None:
+        self.failures: list[Exception] = []
+
+    def train_failed(self, key: SeriesKey, error: Exception) -> None:
+        self.failures.append(error)
+
+
+class MemoryRepository:
+    """Keeps checkpoints in a dict (a repository for this test only)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[SeriesKey, Checkpoint] = {}
+
+    def load(self, key: SeriesKey) -> Checkpoint | None:
+        return self.saved.get(key)
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        self.saved[checkpoint.key] = checkpoint
+
+    def discard(self, key: SeriesKey) -> None:
+        self.saved.pop(key, None)
+
+
+META = ScalerMetadata.parse(
+    {"query": "load", "threshold": "10", "model": "seasonal_naive", "leadTime": "5m", "historyTimeWindow": "12h"}
+)
+
+
+class Harness:
+    """A trainer over a StoredSource, on a clock the test moves."""
+
+    def __init__(self, source: StoredSource, repository: MemoryRepository | None = None) -> None:
+        self.source = source
+        self.clock = 0.0
+        self.store = ForecastStore()
+        self.executor = CountingExecutor()
+        self.events = RecordingEvents()
+        subscriptions = Subscriptions(SourceResolver(source, {}), 10, REFRESH)  # type: ignore[arg-type]
+        subscriptions.register("ns", "web", META)
+        self.key = META.series_key(source.name)
+        self.trainer = Trainer(
+            subscriptions,
+            self.store,
+            REFRESH,
+            timedelta(days=1),
+            executor=lambda: self.executor,
+            repository=repository,
+            events=self.events,
+            clock=lambda: self.clock,
+        )
+
+    async def tick(self, seconds: float = 0.0) -> SeriesState:
+        """Move the trainer's clock, run what is due, return the published state."""
+        self.clock += seconds
+        await self.trainer.tick()
+        state = self.store.snapshot.get(self.key)
+        assert state is not None
+        return state
+
+
 @pytest.fixture
-def trainer() -> Iterator[Trainer]:
-    subscriptions = Subscriptions(SourceResolver(None, {}), 10, timedelta(seconds=30))  # type: ignore[arg-type]
-    clock = [0.0]
-    made = Trainer(subscriptions, ForecastStore(), timedelta(seconds=30), timedelta(days=1), clock=lambda: clock[0])
-    made.test_clock = clock  # type: ignore[attr-defined]
+def harness() -> Iterator[Harness]:
+    made = Harness(StoredSource(grid(0, 100), T0 + 100 * STEP))
     yield made
-    made._io.shutdown(wait=False)
-    made._train.shutdown(wait=False)
+    made.trainer.close()
 
 
-def work_for(source: StoredSource) -> _Work:
-    wanted = demand(source)
-    return _Work(wanted, SeriesState(key=wanted.key, series_id="abc", step=STEP), pl.DataFrame())
-
-
-async def test_a_source_repeating_old_points_goes_stale(trainer: Trainer) -> None:
+async def test_a_source_repeating_old_points_goes_stale(harness: Harness) -> None:
     """A target that stopped: Prometheus keeps answering with the same old points. Freshness is
     when the newest point was first fetched, so the series goes stale instead of serving the old
     value forever."""
-    source = StoredSource(grid(0, 100), T0 + 100 * STEP)
-    work = work_for(source)
-    loop = asyncio.get_running_loop()
-    await trainer._fetch(work, loop)
-    first = work.state.fetched_at
+    source = harness.source
+    state = await harness.tick()
+    first = state.fetched_at
     assert first == source.clock
     source.clock += timedelta(minutes=10)  # nothing new arrives
-    await trainer._fetch(work, loop)
-    assert work.state.fetched_at == first
-    assert not work.state.is_fresh(source.clock, timedelta(minutes=5))
+    state = await harness.tick(NEXT_REFRESH)
+    assert state.fetched_at == first
+    assert not state.is_fresh(source.clock, timedelta(minutes=5))
     source.frame = grid(0, 111)  # the target is back
-    await trainer._fetch(work, loop)
-    assert work.state.fetched_at == source.clock
-    assert work.state.is_fresh(source.clock, timedelta(minutes=5))
+    state = await harness.tick(NEXT_REFRESH)
+    assert state.fetched_at == source.clock
+    assert state.is_fresh(source.clock, timedelta(minutes=5))
 
 
-async def test_a_restart_after_a_gap_drops_the_fitted_model(trainer: Trainer) -> None:
-    source = StoredSource(grid(0, 100), T0 + 100 * STEP)
-    work = work_for(source)
-    loop = asyncio.get_running_loop()
-    await trainer._fetch(work, loop)
-    work.fitted, work.fitted_for = object(), (7, "ets")  # type: ignore[assignment]
+async def test_a_restart_after_a_gap_drops_the_fitted_model(harness: Harness) -> None:
+    source = harness.source
+    state = await harness.tick()
+    assert state.has_forecast and harness.executor.fits == 1
     source.frame, source.clock = pl.concat([grid(0, 100), grid(130, 140)]), T0 + 140 * STEP
-    await trainer._fetch(work, loop)
-    assert work.fitted is None and work.state.mean is None and work.state.forecast_origin is None
-    assert work.frame.height == 11
-    assert trainer._retrain_due(work)
+    state = await harness.tick(NEXT_REFRESH)
+    assert state.mean is None and state.forecast_origin is None and not state.has_forecast
+    assert state.observed_at == T0 + 140 * STEP
+    # Once the restarted history is long enough, the model is refitted at once, not a day later.
+    source.frame, source.clock = pl.concat([grid(0, 100), grid(130, 200)]), T0 + 200 * STEP
+    state = await harness.tick(NEXT_REFRESH)
+    assert state.has_forecast and harness.executor.fits == 2
 
 
-def test_a_failed_first_fit_waits_for_its_back_off(trainer: Trainer) -> None:
-    work = work_for(StoredSource(grid(0, 100), T0))
-    assert trainer._retrain_due(work)  # never fitted: due at once
-    work.next_retrain = 300.0  # what a failed fit sets
-    assert not trainer._retrain_due(work)
-    trainer.test_clock[0] = 300.0  # type: ignore[attr-defined]
-    assert trainer._retrain_due(work)
+async def test_a_failed_first_fit_waits_for_its_back_off(harness: Harness) -> None:
+    harness.executor.fail = True
+    state = await harness.tick()  # never fitted: tried at once
+    assert harness.executor.fits == 1
+    assert [type(error) for error in harness.events.failures] == [ModelError]
+    assert not state.has_forecast
+    await harness.tick(NEXT_REFRESH)  # refreshed, but the fit waits for its back-off
+    assert harness.executor.fits == 1
+    harness.executor.fail = False
+    state = await harness.tick(300.0)
+    assert harness.executor.fits == 2
+    assert state.has_forecast and state.error is None
+
+
+async def test_a_fit_is_checkpointed_and_a_new_trainer_starts_from_it() -> None:
+    """The repository seam: a trainer saves each fit; another one sharing the repository serves a
+    forecast on its first refresh without fitting."""
+    repository = MemoryRepository()
+    first = Harness(StoredSource(grid(0, 100), T0 + 100 * STEP), repository)
+    try:
+        state = await first.tick()
+        assert state.has_forecast and first.executor.fits == 1
+        saved = repository.saved[first.key]
+        assert saved.fitted.alias == state.model == "seasonal_naive"
+        assert saved.history.height == 101
+    finally:
+        first.trainer.close()
+    second = Harness(StoredSource(grid(0, 105), T0 + 105 * STEP), repository)
+    try:
+        state = await second.tick()
+        assert second.executor.fits == 0
+        assert state.has_forecast and state.model == "seasonal_naive"
+        assert state.forecast_origin == T0 + 105 * STEP  # caught up with the new points
+    finally:
+        second.trainer.close()

@@ -6,17 +6,15 @@ It is retrained on the schedule the server uses (``retrain_interval``) with the 
 forecasts are refreshed at every step with the fitted model (batched with
 ``forecast_many``, which equals one refresh per step), and the value served is
 :func:`helios_scaler.policy.decide` applied to the same :class:`~helios_scaler.store.SeriesState`
-the trainer would publish.  Retrains are independent given their data, so they can run
-in a process pool.
+the trainer would publish.  Retrains are independent given their data, so they run in
+the executor the caller injects (:mod:`helios_scaler.training.executor`, as the server's).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -31,6 +29,7 @@ from helios_scaler.models.base import FloatArray, values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.policy import Reason, decide, forecast_horizon, lead_steps
 from helios_scaler.store import SeriesState
+from helios_scaler.training.executor import ExecutorFactory, inline
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def replay(
     refresh_interval: timedelta,
     stale_after: timedelta,
     start: int,
-    workers: int = 1,
+    executor: ExecutorFactory = inline,
     progress: Callable[[Iterable[int]], Iterable[int]] = lambda it: it,
 ) -> ReplayResult:
     """Serve every step from ``start`` on as the live server would have."""
@@ -90,19 +89,13 @@ def replay(
     train_at = list(range(start, n, every))
     windows = [frame.slice(max(0, t + 1 - history), min(t + 1, history)) for t in train_at]
 
-    # "spawn": forking a process that has started polars' thread pool can deadlock.
-    context = multiprocessing.get_context("spawn")
-    pool: Executor | None = ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
+    pool = executor()
     try:
-        if pool is not None:
-            futures = [pool.submit(_fit, w, step, horizon, meta.model) for w in windows]
-            results: Iterable[FittedSeries | str] = (f.result() for f in futures)
-        else:
-            results = (_fit(w, step, horizon, meta.model) for w in windows)
+        futures = [pool.submit(_fit, w, step, horizon, meta.model) for w in windows]
+        results: Iterable[FittedSeries | str] = (f.result() for f in futures)
         return _serve(frame, meta, train_at, results, horizon, lead, stale_after, start, progress)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
 
 
 def _serve(

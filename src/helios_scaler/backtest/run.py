@@ -29,6 +29,7 @@ from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
 from helios_scaler.policy import forecast_horizon, lead_steps
 from helios_scaler.source.base import Source
+from helios_scaler.training.executor import for_workers
 from helios_scaler.trigger import ScalerMetadata
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def run_backtest(
         config.refresh_interval,
         config.stale_after,
         start,
-        config.workers,
+        for_workers(config.workers),
         progress,
     )
     y = values(frame)

@@ -1,22 +1,21 @@
 """The background loop: fetch new points, refresh forecasts, retrain on a schedule.
 
 This is the only module that spans source, features, models and store.  Blocking work
-(range queries, polars) runs in a thread pool and model fitting in a process pool —
-statsforecast's AutoETS and MSTL hold the GIL, so fitting them in threads would stall
-the event loop that serves gRPC (measured in benchmarks/bench_training.py).  Each series
-has at most one job in flight; its results are published to the store as one new
-immutable :class:`~helios_scaler.store.SeriesState`.
+(range queries, polars) runs in a thread pool and model fitting in the injected executor
+(see :mod:`.executor`: a process pool in the server); fitted models are offered to the
+injected model repository (see :mod:`.checkpoint`).  Each series has at most one job in
+flight; its results are published to the store as one new immutable
+:class:`~helios_scaler.store.SeriesState`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,25 +27,15 @@ from helios_scaler.errors import HeliosError, ModelError, NoData
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
-from helios_scaler.store import ForecastStore, SeriesState
+from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
+from helios_scaler.training.checkpoint import Checkpoint, ModelRepository, NoRepository
+from helios_scaler.training.executor import ExecutorFactory
 from helios_scaler.trigger import SeriesKey
 
 logger = logging.getLogger(__name__)
 
 #: How long staged states wait so that a burst of refreshes becomes one snapshot swap.
 PUBLISH_COALESCE_SECONDS = 0.05
-
-
-class TrainingEvents:
-    """Hooks the trainer reports through (telemetry implements them; tests may record)."""
-
-    def fetched(self, state: SeriesState, points: int, seconds: float) -> None: ...
-
-    def fetch_failed(self, key: SeriesKey, source: str, error: HeliosError) -> None: ...
-
-    def trained(self, state: SeriesState, fitted: FittedSeries, seconds: float) -> None: ...
-
-    def train_failed(self, key: SeriesKey, error: Exception) -> None: ...
 
 
 @dataclass
@@ -63,14 +52,7 @@ class _Work:
     busy: bool = False
 
 
-def _training_pool(workers: int) -> ProcessPoolExecutor:
-    """Model fitting runs in processes: statsforecast's AutoETS and MSTL hold the GIL, and in a
-    thread pool they stall the event loop for up to ~0.7 s (benchmarks/bench_training.py).
-    "spawn": forking a process that has started polars' thread pool can deadlock."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def _fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int, bool]:
+def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int, bool]:
     """Fetch new points and append them, cleaned, to ``history`` (blocking: runs in a pool).
 
     Returns the new history, the raw sample count, and whether the history restarted: after a
@@ -119,7 +101,8 @@ class Trainer:
         store: ForecastStore,
         refresh_interval: timedelta,
         retrain_interval: timedelta,
-        training_workers: int = 1,
+        executor: ExecutorFactory,
+        repository: ModelRepository | None = None,
         events: TrainingEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
         fetch_workers: int = 4,
@@ -131,8 +114,9 @@ class Trainer:
         self._events = events or TrainingEvents()
         self._clock = clock
         self._io = ThreadPoolExecutor(fetch_workers, thread_name_prefix="helios-fetch")
-        self._training_workers = training_workers
-        self._train = _training_pool(training_workers)
+        self._executor = executor
+        self._train = executor()
+        self._repository = repository or NoRepository()
         self._work: dict[SeriesKey, _Work] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -159,8 +143,20 @@ class Trainer:
             for task in [*self._tasks, *([self._flush] if self._flush else [])]:
                 task.cancel()
             await asyncio.gather(*self._tasks, *([self._flush] if self._flush else []), return_exceptions=True)
-            self._io.shutdown(wait=False, cancel_futures=True)
-            self._train.shutdown(wait=False, cancel_futures=True)
+            self.close()
+
+    async def tick(self) -> None:
+        """Start the work that is due now and wait until it is done and published."""
+        await self._schedule()
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+        if self._flush is not None:
+            await self._flush
+
+    def close(self) -> None:
+        """Stop the fetch and training pools (jobs in flight are abandoned)."""
+        self._io.shutdown(wait=False, cancel_futures=True)
+        self._train.shutdown(wait=False, cancel_futures=True)
 
     async def _schedule(self) -> None:
         self._subs.expire()
@@ -168,20 +164,34 @@ class Trainer:
         removed = frozenset(key for key in self._work if key not in demand)
         for key in removed:
             del self._work[key]
+            self._repository.discard(key)
         if removed:
             await self._store.publish({}, removed)
         now = self._clock()
         for key, wanted in demand.items():
             work = self._work.get(key)
             if work is None:
-                state = SeriesState(key=key, series_id=series_id(key), step=wanted.step)
-                work = self._work[key] = _Work(wanted, state, pl.DataFrame())
+                work = self._work[key] = self._start(key, wanted)
             work.demand = wanted
             if not work.busy and now >= work.next_refresh:
                 work.busy = True
                 task = asyncio.create_task(self._cycle(work))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _start(self, key: SeriesKey, wanted: SeriesDemand) -> _Work:
+        """A newly demanded series: from its checkpoint when the repository has one, else from nothing."""
+        state = SeriesState(key=key, series_id=series_id(key), step=wanted.step)
+        checkpoint = self._repository.load(key)
+        if checkpoint is None:
+            return _Work(wanted, state, pl.DataFrame())
+        fitted = checkpoint.fitted
+        state = replace(
+            state, model=fitted.alias, mase=fitted.mase, backtest_mae=fitted.mae, trained_at=checkpoint.trained_at
+        )
+        work = _Work(wanted, state, checkpoint.history, fitted=fitted, fitted_for=(fitted.horizon, key.model))
+        work.next_retrain = self._clock() + self._retrain
+        return work
 
     async def _cycle(self, work: _Work) -> None:
         """One refresh of one series: fetch, maybe retrain, forecast, publish."""
@@ -238,7 +248,7 @@ class Trainer:
 
     async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
-        frame, raw_rows, restarted = await loop.run_in_executor(self._io, _fetch_and_clean, work.demand, work.frame)
+        frame, raw_rows, restarted = await loop.run_in_executor(self._io, fetch_and_clean, work.demand, work.frame)
         work.frame = frame
         if restarted:  # the fitted model's state belongs to the old history: warm up again
             work.fitted, work.fitted_for, work.next_retrain = None, None, 0.0
@@ -264,13 +274,14 @@ class Trainer:
         except (HeliosError, ValueError, ArithmeticError, BrokenProcessPool) as exc:
             if isinstance(exc, BrokenProcessPool):  # a worker died (e.g. killed for memory): start afresh
                 self._train.shutdown(wait=False, cancel_futures=True)
-                self._train = _training_pool(self._training_workers)
+                self._train = self._executor()
             self._events.train_failed(demand.key, exc)
             logger.warning("training failed for query %r: %s", demand.key.query, exc)
             work.state = replace(work.state, error=ModelError(f"training failed: {exc}"))
             work.next_retrain = self._clock() + min(self._retrain, 300.0)
             return
         seconds = time.perf_counter() - started
+        trained_at = datetime.now(UTC)
         work.fitted = fitted
         work.fitted_for = (demand.horizon, demand.key.model)
         work.next_retrain = self._clock() + self._retrain
@@ -279,10 +290,11 @@ class Trainer:
             model=fitted.alias,
             mase=fitted.mase,
             backtest_mae=fitted.mae,
-            trained_at=datetime.now(UTC),
+            trained_at=trained_at,
             training_seconds=seconds,
         )
-        self._events.trained(work.state, fitted, seconds)
+        self._repository.save(Checkpoint(demand.key, fitted, work.frame, trained_at))
+        self._events.trained(work.state, seconds)
         logger.info(
             "trained query %r: chose %s with %s bands (backtest MAE %.4g, MASE %.3f) in %.2fs%s",
             demand.key.query,
