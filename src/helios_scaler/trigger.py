@@ -23,7 +23,10 @@ from helios_scaler.durations import ACCEPTED as DURATION_ACCEPTED
 from helios_scaler.durations import format_duration, parse_duration
 from helios_scaler.errors import InvalidMetadata
 
-MODELS: Final = ("auto", "seasonal_naive", "ets", "mstl", "lightgbm")
+#: The ``model`` values a trigger may name; ``auto`` picks per series by backtest.  Each other name has
+#: its factory in :mod:`helios_scaler.models.registry`, which checks the two agree.
+AUTO: Final = "auto"
+MODELS: Final = (AUTO, "seasonal_naive", "ets", "mstl", "lightgbm")
 MODES: Final = ("forecast", "shadow")
 
 #: Keys KEDA itself adds to or reads from an external trigger's metadata.
@@ -63,7 +66,7 @@ class ScalerMetadata:
     lead_time: timedelta = timedelta(minutes=5)
     history_time_window: timedelta = timedelta(days=7)
     query_step: timedelta = timedelta(minutes=1)
-    model: str = "auto"
+    model: str = AUTO
     quantile: float = 0.9
     mode: str = "forecast"
 

@@ -30,7 +30,7 @@ from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdo
 from helios_scaler.policy import forecast_horizon, lead_steps
 from helios_scaler.source.base import Source
 from helios_scaler.training.executor import for_workers
-from helios_scaler.trigger import ScalerMetadata
+from helios_scaler.trigger import AUTO, ScalerMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def run_backtest(
             "evaluate. "
             "Give more history or a shorter --history/--warmup."
         )
-    if meta.model != "auto":
+    if meta.model != AUTO:
         horizon = forecast_horizon(meta.lead_time, step, config.refresh_interval)
         model = candidates(meta.model, step, horizon, meta.history_points)[0]
         history = min(meta.history_points, start)

@@ -25,9 +25,10 @@ import polars as pl
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
 from helios_scaler.features.schema import DS
+from helios_scaler.models import registry
 from helios_scaler.models.base import FloatArray, Forecaster, IntArray, values
-from helios_scaler.models.gbm import LightGBM
-from helios_scaler.models.statistical import ETS, MSTL, SeasonalNaive
+from helios_scaler.models.statistical import SeasonalNaive
+from helios_scaler.trigger import AUTO
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,13 @@ BAND_QUANTILES = (0.5, 0.75, 0.9)
 
 def candidates(name: str, step: timedelta, horizon: int, history_points: int) -> list[Forecaster]:
     """The models ``name`` stands for (``auto``: every model the history is long enough for)."""
-    season = season_length(step)
-    every: dict[str, Forecaster] = {
-        "seasonal_naive": SeasonalNaive(season),
-        "ets": ETS(),
-        "mstl": MSTL(season, step),
-        "lightgbm": LightGBM(season, step, max_horizon=horizon),
-    }
-    if name != "auto":
-        return [every[name]]
+    if name != AUTO:
+        return [registry.build(name, step, horizon)]
     # The backtest fits on the history before its first origin (holdout + horizon from the end):
     # keep the models that can be fitted on that.
-    train_points = history_points - holdout_points(history_points, season) - horizon
-    return [model for model in every.values() if model.min_points <= train_points]
+    train_points = history_points - holdout_points(history_points, season_length(step)) - horizon
+    every = [registry.build(each, step, horizon) for each in registry.FACTORIES]
+    return [model for model in every if model.min_points <= train_points]
 
 
 def holdout_points(history_points: int, season: int) -> int:
@@ -167,7 +162,7 @@ def select_and_fit(
     frame: pl.DataFrame,
     step: timedelta,
     horizon: int,
-    model: str = "auto",
+    model: str = AUTO,
     max_origins: int = 48,
 ) -> FittedSeries:
     """Backtest the candidates on ``frame``'s own history and return the best, fitted."""
