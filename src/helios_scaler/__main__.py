@@ -89,51 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="how fast the embedded trace is replayed (default: 1.0)",
     )
-    _add_backtest_parser(commands)
+    from helios_scaler.backtest.cli import add_parser as add_backtest_parser
+
+    add_backtest_parser(commands)
     return parser
-
-
-def _add_backtest_parser(commands: Any) -> None:
-    backtest = commands.add_parser(
-        "backtest",
-        help="what-if: replay history through the serving code path and simulate KEDA + HPA for every strategy",
-        description="Replay a history (CSV or Prometheus) through the exact code path that serves GetMetrics, on a "
-        "simulated clock, and simulate KEDA + the HPA on what helios, reactive scaling, Holt-Winters (PHPA), an FFT "
-        "periodic forecast (Crane EHPA) and an oracle would have served. Writes steps.csv, summary.json, report.md "
-        "and PNG plots into --out.",
-    )
-    source = backtest.add_argument_group("history (a CSV, or a Prometheus query over a range)")
-    source.add_argument("--input", type=Path, help="CSV file: first column timestamp, second column value")
-    source.add_argument(
-        "--duplicates",
-        choices=("error", "last"),
-        default="error",
-        help="a repeated timestamp in the CSV: refuse it (default) or keep its last row (daylight-saving exports)",
-    )
-    source.add_argument("--query", help="PromQL returning one series (with --start/--end and --prometheus-url)")
-    source.add_argument("--start", help="range start, ISO 8601 (with --query)")
-    source.add_argument("--end", help="range end, ISO 8601 (with --query)")
-    source.add_argument("--prometheus-url", dest="prometheus_url", help="Prometheus base URL (with --query)")
-    source.add_argument("--config", type=Path, help="server config file (credentials, allowlist) for --query")
-    trigger = backtest.add_argument_group("the trigger, as in the ScaledObject's metadata")
-    trigger.add_argument("--threshold", required=True, help="target value per replica (metadata threshold)")
-    trigger.add_argument("--lead-time", default="5m", help="metadata leadTime (default: 5m)")
-    trigger.add_argument("--quantile", default="0.9", help="metadata quantile (default: 0.9)")
-    trigger.add_argument("--model", default="auto", help="metadata model (default: auto)")
-    trigger.add_argument("--history", default="7d", help="metadata historyTimeWindow (default: 7d)")
-    trigger.add_argument("--step", help="metadata queryStep (default: the CSV's own step; 1m for --query)")
-    workload = backtest.add_argument_group("the workload and the HPA")
-    workload.add_argument("--startup", required=True, help="pod start-up time: ordered at t, serving from t + startup")
-    workload.add_argument("--min-replicas", type=int, default=1, help="minReplicaCount (default: 1)")
-    workload.add_argument("--max-replicas", type=int, default=10_000, help="maxReplicaCount (default: 10000)")
-    workload.add_argument("--scale-down-window", default="300s", help="HPA scale-down stabilization (default: 300s)")
-    run = backtest.add_argument_group("the run")
-    run.add_argument("--retrain-interval", default=None, help="retrain schedule (default: the server's, 1d)")
-    run.add_argument("--warmup", default=None, help="history before evaluation starts (default: --history)")
-    run.add_argument("--workers", type=int, default=2, help="processes fitting retrains in parallel (default: 2)")
-    run.add_argument("--out", type=Path, default=Path("backtest-out"), help="output directory (default: backtest-out)")
-    run.add_argument("--title", default=None, help="report title (default: the input's name)")
-    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
