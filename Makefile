@@ -26,19 +26,29 @@ prometheus:
 	  echo "installing Debian's prometheus package"; \
 	  $(APT) update -qq && $(APT) install -y -qq prometheus >/dev/null; }
 
-## check: generated code, lint, types
+## check: generated code, then lint
 check: $(STAMP)
 	PYTHON=$(PY) scripts/gen_proto.sh --check
+	$(MAKE) --no-print-directory lint
+
+## lint: ruff, mypy (strict), and the layering contracts (import-linter, in pyproject.toml)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/ruff format --check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 ## test: install everything, then run the checks and the whole test suite (unit + real Prometheus + real gRPC)
 test: $(STAMP) prometheus check
 	$(VENV)/bin/pytest
 
+## unit: the fast tests (fakes, no servers)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
+
+## integration: the tests that start real Prometheus, gRPC and CLI processes
+integration: $(STAMP) prometheus
+	$(VENV)/bin/pytest tests/integration
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

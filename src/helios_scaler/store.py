@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from helios_scaler.errors import HeliosError
-from helios_scaler.models.base import FloatArray
+from helios_scaler.features.schema import FloatArray
 from helios_scaler.trigger import SeriesKey
 
 

@@ -27,7 +27,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from helios_scaler.models.base import FloatArray, IntArray
+from helios_scaler.features.schema import FloatArray, IntArray
 
 HPA_SYNC = timedelta(seconds=15)
 

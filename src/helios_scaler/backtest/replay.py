@@ -24,8 +24,8 @@ import polars as pl
 from helios_scaler.demand import series_id
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
-from helios_scaler.features.schema import DS
-from helios_scaler.models.base import FloatArray, values
+from helios_scaler.features.schema import DS, FloatArray
+from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.policy import Reason, decide, forecast_horizon, lead_steps
 from helios_scaler.store import SeriesState

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from helios_scaler.models.base import FloatArray
+from helios_scaler.features.schema import FloatArray
 
 
 def reactive(demand: FloatArray) -> FloatArray:

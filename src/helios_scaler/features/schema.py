@@ -1,8 +1,14 @@
-"""Column names of the long format used everywhere (statsforecast's convention)."""
+"""Column names of the long format used everywhere (statsforecast's convention), and the array types
+every layer passes around (low in the house: the store and serving use them without importing models)."""
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 DS = "ds"
 Y = "y"

@@ -16,14 +16,10 @@ from datetime import timedelta
 from typing import Protocol, Self
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
 
 from helios_scaler.errors import ModelError
-from helios_scaler.features.schema import DS, Y
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from helios_scaler.features.schema import DS, FloatArray, IntArray, Y
 
 
 class Forecaster(Protocol):

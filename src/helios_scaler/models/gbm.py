@@ -18,8 +18,8 @@ import polars as pl
 
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import calendar_features, lag_features
-from helios_scaler.features.schema import DS
-from helios_scaler.models.base import BaseForecaster, FloatArray, IntArray, check_origins, require, values
+from helios_scaler.features.schema import DS, FloatArray, IntArray
+from helios_scaler.models.base import BaseForecaster, check_origins, require, values
 
 LAGS = (1, 2, 3, 5, 10, 15, 30, 60)
 WINDOWS = (5, 15, 60)

@@ -24,9 +24,9 @@ import polars as pl
 
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
-from helios_scaler.features.schema import DS
+from helios_scaler.features.schema import DS, FloatArray, IntArray
 from helios_scaler.models import registry
-from helios_scaler.models.base import FloatArray, Forecaster, IntArray, values
+from helios_scaler.models.base import Forecaster, values
 from helios_scaler.models.statistical import SeasonalNaive
 from helios_scaler.trigger import AUTO
 

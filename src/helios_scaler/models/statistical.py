@@ -17,16 +17,8 @@ import numpy as np
 import polars as pl
 
 from helios_scaler.errors import ModelError
-from helios_scaler.features.schema import DS
-from helios_scaler.models.base import (
-    BaseForecaster,
-    FloatArray,
-    IntArray,
-    check_origins,
-    phase_index,
-    require,
-    values,
-)
+from helios_scaler.features.schema import DS, FloatArray, IntArray
+from helios_scaler.models.base import BaseForecaster, check_origins, phase_index, require, values
 
 #: statsforecast's STL is quadratic-ish in the season length; a daily season at one
 #: minute (1440) takes ~10 s.  MSTL decomposes at a coarser step with at most this many
