@@ -15,7 +15,7 @@ from helios_scaler.features.pipeline import (
     lag_features,
     season_length,
 )
-from helios_scaler.features.schema import DS, DS_DTYPE, Y_DTYPE, Y, empty_series
+from helios_scaler.features.schema import DS, DS_DTYPE, HOLE, Y_DTYPE, Y, empty_series
 
 MINUTE = timedelta(minutes=1)
 T = datetime(2024, 1, 1, tzinfo=UTC)
@@ -33,7 +33,7 @@ def minutes(*offsets: int) -> list[datetime]:
 
 
 def assert_regular(frame: pl.DataFrame, step: timedelta) -> None:
-    assert frame.schema == pl.Schema({DS: DS_DTYPE, Y: Y_DTYPE})
+    assert frame.schema == pl.Schema({DS: DS_DTYPE, Y: Y_DTYPE, HOLE: pl.Boolean})
     assert frame[DS].diff().drop_nulls().unique().to_list() == [step]
     assert frame[Y].null_count() == 0
     assert frame[Y].is_finite().all()
@@ -102,29 +102,38 @@ def test_short_gap_filled_by_linear_interpolation() -> None:
     assert frame[DS].to_list() == minutes(0, 1, 2, 3, 4, 5)
     assert frame[Y].to_list() == [0.0, 1.0, 3.0, 5.0, 7.0, 9.0]
     assert report.filled == 3
-    assert report.cut_before_gap == 0
+    assert report.hole_steps == 0
 
 
 def test_gap_of_exactly_max_gap_steps_is_filled() -> None:
     frame, report = align_to_grid(raw([(0 * MINUTE, 0.0), (4 * MINUTE, 8.0)]), MINUTE, max_gap_steps=3)
     assert frame[Y].to_list() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    assert (report.filled, report.cut_before_gap) == (3, 0)
+    assert (report.filled, report.hole_steps) == (3, 0)
 
 
-def test_long_gap_cuts_and_keeps_the_newest_stretch() -> None:
-    points = [
-        (0 * MINUTE, 1.0),
-        (MINUTE, 2.0),  # cut: before a 4-step gap
-        (6 * MINUTE, 9.0),
-        (7 * MINUTE, 8.0),  # cut: before the last long gap (5 steps)
-        (13 * MINUTE, 10.0),
-        (15 * MINUTE, 20.0),  # a 1-step gap after the last long one is filled
-    ]
+def test_a_long_gap_is_a_hole_filled_from_the_day_before_and_flagged() -> None:
+    """A gap longer than max_gap_steps keeps the history: its steps take the value one day earlier
+    and are flagged as a hole; short gaps are still interpolated and not flagged."""
+    day = 24 * 60
+    points = [(i * MINUTE, float(i % day)) for i in range(day + 5)]  # one day and 5 minutes of data
+    points += [(i * MINUTE, 1000.0 + i) for i in range(day + 12, day + 14)]  # a 7-step hole, then data
+    points += [(i * MINUTE, 5000.0) for i in (day + 16,)]  # a 2-step gap: interpolated
     frame, report = align_to_grid(raw(points), MINUTE, max_gap_steps=3)
-    assert frame[DS].to_list() == minutes(13, 14, 15)
-    assert frame[Y].to_list() == [10.0, 15.0, 20.0]
-    assert report.cut_before_gap == 4
-    assert report.filled == 1
+    assert_regular(frame, MINUTE)
+    assert frame.height == day + 17
+    hole = frame[HOLE].to_list()
+    assert [i for i, flagged in enumerate(hole) if flagged] == list(range(day + 5, day + 12))
+    y = frame[Y].to_list()
+    assert y[day + 5 : day + 12] == [float(i) for i in range(5, 12)]  # yesterday, same minute
+    assert y[day + 14 : day + 16] == pytest.approx([3302.0, 4151.0])  # 2453 -> 5000 in thirds
+    assert (report.hole_steps, report.filled) == (7, 2)
+
+
+def test_a_hole_in_the_first_day_is_interpolated_and_flagged() -> None:
+    frame, report = align_to_grid(raw([(0 * MINUTE, 0.0), (6 * MINUTE, 6.0)]), MINUTE, max_gap_steps=3)
+    assert frame[Y].to_list() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert frame[HOLE].to_list() == [False, True, True, True, True, True, False]
+    assert report.hole_steps == 5
 
 
 def test_other_steps_align_to_their_own_grid() -> None:
@@ -137,7 +146,7 @@ def test_other_steps_align_to_their_own_grid() -> None:
 def test_empty_input() -> None:
     frame, report = align_to_grid(empty_series(), MINUTE)
     assert frame.is_empty()
-    assert frame.schema == pl.Schema({DS: DS_DTYPE, Y: Y_DTYPE})
+    assert frame.schema == pl.Schema({DS: DS_DTYPE, Y: Y_DTYPE, HOLE: pl.Boolean})
     assert report == type(report)(0, 0, 0, 0, 0)
     assert report.kept_fraction == 1.0
 
@@ -156,7 +165,7 @@ def test_worldcup98_short_gaps_are_filled(worldcup) -> None:
     frame, report = align_to_grid(day, MINUTE)
     assert_regular(frame, MINUTE)
     assert frame.height == 1440
-    assert (report.filled, report.cut_before_gap, report.duplicates) == (8, 0, 0)
+    assert (report.filled, report.hole_steps, report.duplicates) == (8, 0, 0)
     # 06:09 is missing: the mean of its neighbours.
     at = {row[DS]: row[Y] for row in day.iter_rows(named=True)}
     filled = frame.filter(pl.col(DS) == datetime(1998, 5, 17, 6, 9, tzinfo=UTC))[Y].item()
@@ -165,15 +174,16 @@ def test_worldcup98_short_gaps_are_filled(worldcup) -> None:
     )
 
 
-def test_worldcup98_cut_at_a_gap_longer_than_allowed(worldcup) -> None:
-    # With at most 2 missing steps allowed, the 3-minute gap before 09:46 cuts the day.
+def test_worldcup98_a_gap_longer_than_allowed_is_a_hole(worldcup) -> None:
+    # With at most 2 missing steps allowed, the 3-minute gap before 09:46 is a hole; the day is kept.
     day = worldcup(datetime(1998, 5, 17, tzinfo=UTC), timedelta(days=1))
     frame, report = align_to_grid(day, MINUTE, max_gap_steps=2)
     assert_regular(frame, MINUTE)
-    assert frame[DS][0] == datetime(1998, 5, 17, 9, 46, tzinfo=UTC)
+    assert frame[DS][0] == datetime(1998, 5, 17, tzinfo=UTC)
     assert frame[DS][-1] == datetime(1998, 5, 17, 23, 59, tzinfo=UTC)
-    assert report.cut_before_gap == day.filter(pl.col(DS) < datetime(1998, 5, 17, 9, 46, tzinfo=UTC)).height
-    assert report.filled == 1  # 09:47
+    holes = frame.filter(pl.col(HOLE))[DS].to_list()
+    assert holes == [datetime(1998, 5, 17, 9, 43 + i, tzinfo=UTC) for i in range(3)]
+    assert (report.hole_steps, report.filled) == (3, 5)
 
 
 def test_nab_elb_shuffled_equals_sorted(nab) -> None:
@@ -187,17 +197,18 @@ def test_nab_elb_shuffled_equals_sorted(nab) -> None:
     assert shuffled.equals(frame)
 
 
-def test_nab_traffic_keeps_only_the_stretch_after_its_last_long_gap(nab) -> None:
+def test_nab_traffic_keeps_its_whole_history_across_long_gaps(nab) -> None:
     series = nab("realTraffic/occupancy_6005.csv")
     step = timedelta(minutes=5)
     frame, report = align_to_grid(series, step)
     assert_regular(frame, step)
-    newest = series[DS].max()
+    newest, oldest = series[DS].max(), series[DS].min()
     assert frame[DS][-1] == newest.replace(second=0) - timedelta(minutes=newest.minute % 5)
-    assert report.cut_before_gap > 0
-    # cut_before_gap counts the grid cells with data that were dropped before the kept stretch.
-    before = series.filter(pl.col(DS) < frame[DS][0])
-    assert report.cut_before_gap == before[DS].dt.truncate("5m").n_unique()
+    assert frame[DS][0] == oldest.replace(second=0) - timedelta(minutes=oldest.minute % 5)
+    assert report.hole_steps > 0
+    # Every grid cell with data is kept and not flagged; the flagged cells are exactly the holes.
+    assert frame.filter(~pl.col(HOLE)).height == series[DS].dt.truncate("5m").n_unique() + report.filled
+    assert frame.filter(pl.col(HOLE)).height == report.hole_steps
 
 
 # --- append_new --------------------------------------------------------------------------

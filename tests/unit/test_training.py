@@ -14,7 +14,7 @@ import pytest
 
 from helios_scaler.demand import SeriesDemand, Subscriptions
 from helios_scaler.errors import ModelError
-from helios_scaler.features.schema import DS, Y
+from helios_scaler.features.schema import DS, HOLE, Y
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
 from helios_scaler.training.checkpoint import Checkpoint
@@ -64,19 +64,29 @@ def demand(source: StoredSource) -> SeriesDemand:
 
 def test_new_points_are_appended() -> None:
     source = StoredSource(grid(0, 110), T0 + 110 * STEP)
-    frame, raw_rows, restarted = fetch_and_clean(demand(source), grid(0, 100))
-    assert not restarted
+    frame, raw_rows = fetch_and_clean(demand(source), grid(0, 100))
+    assert not frame[HOLE].any()
     assert frame[Y].to_list() == [float(i) for i in range(111)]
     assert raw_rows == 13  # re-reads from two steps before the newest point held
 
 
-def test_a_gap_too_long_to_fill_restarts_the_history_after_it() -> None:
-    """A 19-step outage (longer than the 10 steps filled): the history keeps only what follows it,
-    as a full re-fetch would, so it stays on a regular grid."""
+def test_a_gap_too_long_to_interpolate_keeps_the_history_as_a_hole() -> None:
+    """A 19-step outage (longer than the 10 steps interpolated): the history before it is kept, the
+    outage is a flagged hole on the same regular grid."""
     source = StoredSource(pl.concat([grid(0, 100), grid(120, 140)]), T0 + 140 * STEP)
-    frame, _, restarted = fetch_and_clean(demand(source), grid(0, 100))
-    assert restarted
-    assert frame[Y].to_list() == [float(i) for i in range(120, 141)]
+    frame, _ = fetch_and_clean(demand(source), grid(0, 100))
+    assert frame[DS].to_list() == [T0 + i * STEP for i in range(141)]
+    assert frame.filter(pl.col(HOLE))[DS].to_list() == [T0 + i * STEP for i in range(101, 120)]
+    observed = frame.filter(~pl.col(HOLE))[Y].to_list()
+    assert observed == [float(i) for i in [*range(101), *range(120, 141)]]
+
+
+def test_a_hole_between_the_history_and_the_answer_is_kept() -> None:
+    """The source answers nothing for the start of the range (its data begins after the outage)."""
+    source = StoredSource(grid(130, 140), T0 + 140 * STEP)
+    frame, _ = fetch_and_clean(demand(source), grid(0, 100).with_columns(pl.lit(False).alias(HOLE)))
+    assert frame[DS].to_list() == [T0 + i * STEP for i in range(141)]
+    assert frame.filter(pl.col(HOLE))[DS].to_list() == [T0 + i * STEP for i in range(101, 130)]
 
 
 class CountingExecutor(InlineExecutor):
@@ -181,18 +191,16 @@ async def test_a_source_repeating_old_points_goes_stale(harness: Harness) -> Non
     assert state.is_fresh(source.clock, timedelta(minutes=5))
 
 
-async def test_a_restart_after_a_gap_drops_the_fitted_model(harness: Harness) -> None:
+async def test_a_long_gap_keeps_the_fitted_model_serving(harness: Harness) -> None:
+    """After an outage the fitted model carries on from the kept history: no warm-up, no refit."""
     source = harness.source
     state = await harness.tick()
     assert state.has_forecast and harness.executor.fits == 1
     source.frame, source.clock = pl.concat([grid(0, 100), grid(130, 140)]), T0 + 140 * STEP
     state = await harness.tick(NEXT_REFRESH)
-    assert state.mean is None and state.forecast_origin is None and not state.has_forecast
+    assert state.has_forecast and state.forecast_origin == T0 + 140 * STEP
     assert state.observed_at == T0 + 140 * STEP
-    # Once the restarted history is long enough, the model is refitted at once, not a day later.
-    source.frame, source.clock = pl.concat([grid(0, 100), grid(130, 200)]), T0 + 200 * STEP
-    state = await harness.tick(NEXT_REFRESH)
-    assert state.has_forecast and harness.executor.fits == 2
+    assert harness.executor.fits == 1
 
 
 async def test_a_failed_first_fit_waits_for_its_back_off(harness: Harness) -> None:

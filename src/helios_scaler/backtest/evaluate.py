@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from helios_scaler.backtest.hpa import HpaConfig, Simulation, simulate, summarise
-from helios_scaler.features.schema import FloatArray
+from helios_scaler.features.schema import BoolArray, FloatArray
 
 SLO_UNSERVED = 0.005
 HEADROOM_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
@@ -37,13 +37,17 @@ class StrategyResult:
 
 
 def cost_at_slo(
-    values: FloatArray, demand: FloatArray, config: HpaConfig, slo: float = SLO_UNSERVED
+    values: FloatArray,
+    demand: FloatArray,
+    config: HpaConfig,
+    slo: float = SLO_UNSERVED,
+    scored: BoolArray | None = None,
 ) -> tuple[float, float, list[tuple[float, float, float]]]:
     """(pod-minutes ratio, headroom) of the cheapest multiplier meeting the SLO, and the curve."""
     curve: list[tuple[float, float, float]] = []
 
     def run(headroom: float) -> tuple[float, float]:
-        figures = summarise(simulate(values * headroom, demand, config), demand, config)
+        figures = summarise(simulate(values * headroom, demand, config), demand, config, scored)
         point = (headroom, figures["pod_minutes_ratio"], figures["unserved_fraction"])
         curve.append(point)
         return point[1], point[2]
@@ -70,14 +74,18 @@ def cost_at_slo(
     return best[1], best[0], curve
 
 
-def evaluate(values: Mapping[str, FloatArray], demand: FloatArray, config: HpaConfig) -> dict[str, StrategyResult]:
-    """Simulate every strategy as served and across headroom; fill in cost at SLO and gap closed."""
+def evaluate(
+    values: Mapping[str, FloatArray], demand: FloatArray, config: HpaConfig, scored: BoolArray | None = None
+) -> dict[str, StrategyResult]:
+    """Simulate every strategy as served and across headroom; fill in cost at SLO and gap closed.
+
+    ``scored`` (default: every step) leaves the steps of holes in the data out of the figures."""
     results: dict[str, StrategyResult] = {}
     for name, served in values.items():
         simulation = simulate(served, demand, config)
-        cost, headroom, curve = cost_at_slo(served, demand, config)
+        cost, headroom, curve = cost_at_slo(served, demand, config, scored=scored)
         results[name] = StrategyResult(
-            name, served, simulation, summarise(simulation, demand, config), curve, cost, headroom
+            name, served, simulation, summarise(simulation, demand, config, scored), curve, cost, headroom
         )
     reactive, oracle = results.get("reactive"), results.get("oracle")
     if reactive is not None and oracle is not None:

@@ -27,7 +27,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from helios_scaler.features.schema import FloatArray, IntArray
+from helios_scaler.features.schema import BoolArray, FloatArray, IntArray
 
 HPA_SYNC = timedelta(seconds=15)
 
@@ -121,15 +121,22 @@ def simulate(values: FloatArray, demand: FloatArray, config: HpaConfig) -> Simul
     return Simulation(desired, ready, unserved)
 
 
-def summarise(sim: Simulation, demand: FloatArray, config: HpaConfig) -> dict[str, float]:
-    """Unserved fraction, under-provisioned steps, pod-minutes vs ideal, scaling events."""
-    total = float(np.sum(np.maximum(demand, 0)))
-    ideal = float(np.sum(ideal_pods(demand, config)))
+def summarise(
+    sim: Simulation, demand: FloatArray, config: HpaConfig, scored: BoolArray | None = None
+) -> dict[str, float]:
+    """Unserved fraction, under-provisioned steps, pod-minutes vs ideal, scaling events.
+
+    ``scored`` leaves steps out of every figure but the scaling events (the steps of a hole in
+    the data, whose demand is not known)."""
+    keep = np.ones(len(demand), dtype=bool) if scored is None else scored
+    total = float(np.sum(np.maximum(demand[keep], 0)))
+    ideal = float(np.sum(ideal_pods(demand[keep], config)))
+    desired = float(np.sum(sim.desired[keep]))
     changes = int(np.count_nonzero(np.diff(sim.desired)))
     return {
-        "unserved_fraction": float(np.sum(sim.unserved)) / total if total > 0 else 0.0,
-        "underprovisioned_steps_fraction": float(np.mean(sim.unserved > 0)),
-        "pod_minutes": float(np.sum(sim.desired)) * config.step.total_seconds() / 60.0,
-        "pod_minutes_ratio": float(np.sum(sim.desired)) / ideal if ideal > 0 else math.nan,
+        "unserved_fraction": float(np.sum(sim.unserved[keep])) / total if total > 0 else 0.0,
+        "underprovisioned_steps_fraction": float(np.mean(sim.unserved[keep] > 0)) if keep.any() else 0.0,
+        "pod_minutes": desired * config.step.total_seconds() / 60.0,
+        "pod_minutes_ratio": desired / ideal if ideal > 0 else math.nan,
         "scaling_events": float(changes),
     }

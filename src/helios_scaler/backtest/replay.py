@@ -24,7 +24,7 @@ import polars as pl
 from helios_scaler.demand import series_id
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
-from helios_scaler.features.schema import DS, FloatArray
+from helios_scaler.features.schema import DS, HOLE, FloatArray
 from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.policy import Reason, decide, forecast_horizon, lead_steps
@@ -152,6 +152,9 @@ def _serve(
     inside = target < n
     truth = np.full(n - start, np.nan)
     truth[inside] = y[target[inside]]
+    if HOLE in frame.columns:  # a hole's filled values are no truth: not scored
+        hole = frame[HOLE].to_numpy().astype(bool)
+        truth[inside & hole[np.minimum(target, n - 1)]] = np.nan
     naive = np.full(n - start, np.nan)
     # Seasonal naive for the step ``lead`` ahead, knowing only data through ``t``.
     source = target - season * math.ceil(lead / season)

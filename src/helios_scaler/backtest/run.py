@@ -24,7 +24,7 @@ from helios_scaler.backtest.replay import ReplayResult, replay
 from helios_scaler.durations import format_duration
 from helios_scaler.errors import InputDataError
 from helios_scaler.features.pipeline import CleanReport, align_to_grid, season_length
-from helios_scaler.features.schema import DS
+from helios_scaler.features.schema import DS, HOLE
 from helios_scaler.models.base import values
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, candidates, holdout_points
 from helios_scaler.policy import forecast_horizon, lead_steps
@@ -141,7 +141,8 @@ def run_backtest(
         )[start:],
         "oracle": strategies.oracle(demand, startup_steps),
     }
-    results = evaluate(served, demand, hpa_config(config))
+    scored = ~frame[HOLE].to_numpy()[start:].astype(bool) if HOLE in frame.columns else None
+    results = evaluate(served, demand, hpa_config(config), scored)
     seconds = time.perf_counter() - started
     timestamps = frame[DS].to_list()[start:]
     return BacktestOutcome(config, timestamps, demand, result, results, clean, seconds)

@@ -9,9 +9,13 @@ import polars as pl
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 DS = "ds"
 Y = "y"
+#: True on the grid steps of a long hole in the data, whose ``y`` was filled from the day before
+#: (models see a regular series; selection and the backtest do not score these steps).
+HOLE = "hole"
 
 #: Timestamps are timezone-aware UTC, microsecond precision.
 DS_DTYPE = pl.Datetime("us", "UTC")

@@ -24,7 +24,7 @@ import polars as pl
 
 from helios_scaler.errors import ModelError
 from helios_scaler.features.pipeline import season_length
-from helios_scaler.features.schema import DS, FloatArray, IntArray
+from helios_scaler.features.schema import DS, HOLE, FloatArray, IntArray
 from helios_scaler.models import registry
 from helios_scaler.models.base import Forecaster, values
 from helios_scaler.models.statistical import SeasonalNaive
@@ -158,6 +158,19 @@ def _backtest(model: Forecaster, frame: pl.DataFrame, horizon: int, origins: Int
     return Backtest(model.alias, errors, fit_seconds, forecasts)
 
 
+def scored_origins(frame: pl.DataFrame, first: int, last: int, horizon: int, count: int) -> IntArray:
+    """Up to ``count`` origins evenly spread over ``first..last`` whose forecast steps lie outside holes
+    (a hole's filled values are no truth to score against); all of them if every one touches a hole."""
+    candidates = np.arange(first, last + 1, dtype=np.int64)
+    if HOLE in frame.columns:
+        hole = frame[HOLE].to_numpy().astype(bool)
+        touched = np.convolve(hole, np.ones(horizon, dtype=int))[horizon - 1 :][: len(hole)] > 0
+        clear = candidates[~touched[candidates]]
+        candidates = clear if len(clear) else candidates
+    picks = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).astype(np.int64)
+    return np.unique(candidates[picks])
+
+
 def select_and_fit(
     frame: pl.DataFrame,
     step: timedelta,
@@ -176,8 +189,7 @@ def select_and_fit(
     first_origin = max(frame.height - holdout - horizon, MIN_HISTORY_POINTS // 2)
     if last_origin <= first_origin:
         raise ModelError(f"history of {frame.height} points is too short for a {horizon}-step backtest")
-    count = min(max_origins, last_origin - first_origin + 1)
-    origins = np.unique(np.linspace(first_origin, last_origin, count).astype(np.int64))
+    origins = scored_origins(frame, first_origin, last_origin, horizon, max_origins)
 
     naive = _backtest(SeasonalNaive(season), frame, horizon, origins)
     results: list[tuple[Backtest, Forecaster]] = []

@@ -52,12 +52,12 @@ class _Work:
     busy: bool = False
 
 
-def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int, bool]:
+def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """Fetch new points and append them, cleaned, to ``history`` (blocking: runs in a pool).
 
-    Returns the new history, the raw sample count, and whether the history restarted: after a
-    gap too long to fill, the cleaning keeps only what follows the gap (as a full re-fetch
-    would), so the models start again on a regular grid.
+    Returns the new history and the raw sample count.  A stretch with no data — inside the
+    answer or between the history and the answer — is kept as a hole (see
+    :func:`~helios_scaler.features.pipeline.fill_gaps`): the history is never thrown away.
     """
     source = demand.source
     end = floor_time(source.now(), demand.step)
@@ -73,17 +73,16 @@ def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.Dat
             f"query {demand.key.query!r} returned {report.raw_rows} samples, none finite "
             f"({report.dropped_non_finite} NaN/Inf dropped)"
         )
-    if report.dropped_non_finite or report.filled or report.cut_before_gap:
+    if report.dropped_non_finite or report.filled or report.hole_steps:
         logger.info("query %r cleaned: %s", demand.key.query, report)
     if not history.is_empty() and clean[DS][0] > history[DS][-1] + demand.step:
         logger.warning(
-            "query %r: no data from %s to %s, longer than the gaps that are filled; history restarts after it",
+            "query %r: no data from %s to %s; kept as a hole in the history (filled from the day before, not scored)",
             demand.key.query,
             history[DS][-1].isoformat(),
             clean[DS][0].isoformat(),
         )
-        return clean, raw.height, True
-    return append_new(history, clean, int(demand.history / demand.step)), raw.height, False
+    return append_new(history, clean, int(demand.history / demand.step), demand.step), raw.height
 
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
@@ -248,11 +247,8 @@ class Trainer:
 
     async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
-        frame, raw_rows, restarted = await loop.run_in_executor(self._io, fetch_and_clean, work.demand, work.frame)
+        frame, raw_rows = await loop.run_in_executor(self._io, fetch_and_clean, work.demand, work.frame)
         work.frame = frame
-        if restarted:  # the fitted model's state belongs to the old history: warm up again
-            work.fitted, work.fitted_for, work.next_retrain = None, None, 0.0
-            work.state = replace(work.state, forecast_origin=None, mean=None, bands={})
         newest = frame[DS][-1]
         advanced = work.state.observed_at is None or newest > work.state.observed_at
         work.state = replace(
