@@ -1,7 +1,7 @@
 """Forecast → the value KEDA gets.  Pure functions; no I/O.
 
-The value served is the largest forecast quantile over ``[now, now + leadTime]`` and
-never below the latest observation, so a forecast can only make a workload ready
+The value served is the largest forecast quantile over the served window and never below
+the latest observation, so a forecast can only make a workload ready
 earlier, never starve it.  Without a usable forecast the latest *fresh* observation is
 served; with neither, :class:`~helios_scaler.errors.NotReady` is raised (KEDA then
 applies the ScaledObject's ``fallback``).
@@ -10,7 +10,11 @@ All lead-time arithmetic lives here, in three functions that the server, the tra
 the backtest share:
 
 - :func:`window_steps`: the forecast steps a served value looks at, from a forecast's
-  origin (its newest observation) through ``now + leadTime``;
+  origin (its newest complete observation) through ``max(now, origin + step) + leadTime``.
+  The newest observation describes a step that has already ended when KEDA asks, so a value
+  computed from it acts from the next step at the earliest, and the pods it orders serve
+  from ``leadTime`` (the pod start-up) after that: the window reaches one query step past
+  ``origin + leadTime``, and further when the observation lags the clock;
 - :func:`lead_steps`: the same window for a forecast made just now (origin = now);
 - :func:`forecast_horizon`: how many steps the trainer fits and forecasts.
 
@@ -80,7 +84,7 @@ def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale
 
 
 def _window_forecast(state: SeriesState, meta: ScalerMetadata, now: datetime) -> float | None:
-    """Max of the requested quantile over the forecast steps up to ``now + leadTime``."""
+    """Max of the requested quantile over the served window (:func:`window_steps`)."""
     if not state.has_forecast:
         return None
     band = state.bands.get(meta.quantile)
@@ -94,19 +98,19 @@ def _window_forecast(state: SeriesState, meta: ScalerMetadata, now: datetime) ->
 
 
 def window_steps(origin: datetime, now: datetime, lead: timedelta, step: timedelta) -> int:
-    """Forecast steps ``origin + k * step`` (k = 1, 2, ...) that cover ``(origin, now + lead]`` (at least one)."""
-    return max(1, math.ceil(((now + lead) - origin) / step))
+    """Forecast steps ``origin + k * step`` (k = 1, 2, ...) covering ``(origin, max(now, origin + step) + lead]``."""
+    return max(1, math.ceil((max(now, origin + step) + lead - origin) / step))
 
 
 def lead_steps(lead: timedelta, step: timedelta) -> int:
-    """The window of a forecast whose origin is ``now``: the steps up to ``leadTime`` ahead."""
+    """The window of a forecast whose origin is ``now``: ``leadTime`` plus one step ahead."""
     epoch = datetime(1970, 1, 1)
     return window_steps(epoch, epoch, lead, step)
 
 
 def forecast_horizon(lead: timedelta, step: timedelta, refresh_interval: timedelta) -> int:
     """Forecast steps a series is fitted for: the lead time plus a margin, so the forecast still
-    covers ``now + leadTime`` when its origin is up to one refresh interval plus one step old."""
+    covers the window served when its origin is up to one refresh interval plus one step old."""
     return lead_steps(lead, step) + math.ceil(refresh_interval / step) + 1
 
 

@@ -172,7 +172,7 @@ class SnapshotCollector(Collector):
         )
         forecast = GaugeMetricFamily(
             "helios_forecast_value",
-            "Forecast quantile maximum over [now, now + leadTime] for a ScaledObject trigger.",
+            "Forecast quantile maximum over the served window (one step + leadTime) of a ScaledObject trigger.",
             labels=labels,
         )
         reason = GaugeMetricFamily(

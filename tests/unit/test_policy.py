@@ -69,14 +69,16 @@ def test_other_quantiles(quantile: str, expected: float) -> None:
 @pytest.mark.parametrize(
     ("now", "lead", "expected"),
     [
-        (OBSERVED_AT, "5m", 230.0),  # exactly 5 steps
-        (OBSERVED_AT + timedelta(seconds=1), "5m", 250.0),  # just past: 6 steps
+        # The newest observation's step has ended: the window reaches one step past origin + leadTime.
+        (OBSERVED_AT, "5m", 250.0),  # 5 + 1 steps
+        (OBSERVED_AT + timedelta(seconds=1), "5m", 250.0),  # still within the next step: 6 steps
         (OBSERVED_AT, "0s", 200.0),  # at least one step
-        (OBSERVED_AT, "90s", 210.0),  # 1.5 steps → 2
-        (OBSERVED_AT + timedelta(minutes=2), "2m", 220.0),  # window grows with the age of the data
+        (OBSERVED_AT, "90s", 210.0),  # 1 + 1.5 steps → 3
+        (OBSERVED_AT + timedelta(minutes=2), "2m", 220.0),  # the window grows with the age of the data: 4 steps
+        (OBSERVED_AT + timedelta(minutes=2, seconds=1), "2m", 230.0),  # 5 steps
     ],
 )
-def test_window_covers_observed_at_to_now_plus_lead(now: datetime, lead: str, expected: float) -> None:
+def test_window_covers_one_step_past_the_observation_plus_lead(now: datetime, lead: str, expected: float) -> None:
     decision = decide(state(last_value=0.0), meta(leadTime=lead), now, STALE_AFTER)
     assert (decision.value, decision.reason) == (expected, Reason.FORECAST)
 
@@ -199,12 +201,12 @@ def test_is_active_default_threshold_is_zero() -> None:
 @pytest.mark.parametrize(
     ("lead", "step", "steps"),
     [
-        ("5m", "1m", 5),
-        ("90s", "1m", 2),
+        ("5m", "1m", 6),
+        ("90s", "1m", 3),
         ("0s", "1m", 1),
-        ("30s", "1m", 1),
-        ("1h", "5m", 12),
-        ("61s", "30s", 3),
+        ("30s", "1m", 2),
+        ("1h", "5m", 13),
+        ("61s", "30s", 4),
     ],
 )
 def test_lead_steps(lead: str, step: str, steps: int) -> None:
