@@ -48,6 +48,7 @@ from helios_scaler.backtest.run import BacktestConfig, load, run_backtest
 from helios_scaler.config import Settings
 from helios_scaler.durations import format_duration
 from helios_scaler.errors import HeliosError
+from helios_scaler.events.calendar import load_calendar
 from helios_scaler.source.csv import CsvSource, infer_step
 from helios_scaler.training.executor import for_workers
 from helios_scaler.trigger import ScalerMetadata
@@ -59,6 +60,11 @@ README_START = "<!-- bench_backtest:start -->"
 README_END = "<!-- bench_backtest:end -->"
 ACCURACY_LEADS = (5, 15, 30, 60)
 BAR = 0.75
+CALENDAR = TRACES.parent / "events" / "worldcup98_kickoffs.csv"
+#: The same settings for every trace (never tuned per trace): history window, warm-up, capacity per pod.
+HISTORY = timedelta(days=15)
+WARMUP = timedelta(days=7)
+PODS_AT_P99 = 30
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ class Trace:
     name: str
     path: Path
     startups: tuple[timedelta, ...]
-    threshold: float | None  # None: median / 5
+    #: A known-event calendar for the trace: rows are run with it and without it.
+    calendar: Path | None = None
 
 
 def traces(quick: bool) -> list[Trace]:
@@ -74,16 +81,16 @@ def traces(quick: bool) -> list[Trace]:
     cloudwatch = sorted((nab / "realAWSCloudwatch").glob("*.csv"))
     if quick:
         cloudwatch = [p for p in cloudwatch if p.stem in ("elb_request_count_8c0756", "ec2_cpu_utilization_5f5533")]
-        return [Trace(p.stem, p, (timedelta(minutes=5),), None) for p in cloudwatch]
+        return [Trace(p.stem, p, (timedelta(minutes=5),)) for p in cloudwatch]
     return [
         Trace(
             "worldcup98",
             TRACES / "worldcup98" / "invocation_count.csv",
             (timedelta(minutes=2), timedelta(minutes=5)),
-            1000.0,
+            CALENDAR,
         ),
-        *[Trace(p.stem, p, (timedelta(minutes=5),), None) for p in cloudwatch],
-        Trace("nyc_taxi", nab / "realKnownCause" / "nyc_taxi.csv", (timedelta(minutes=30),), None),
+        *[Trace(p.stem, p, (timedelta(minutes=5),)) for p in cloudwatch],
+        Trace("nyc_taxi", nab / "realKnownCause" / "nyc_taxi.csv", (timedelta(minutes=30),)),
     ]
 
 
@@ -92,8 +99,8 @@ def metadata(
     step: timedelta,
     threshold: float,
     lead: timedelta,
-    quantile: float = 0.9,
-    history: timedelta = timedelta(days=7),
+    quantile: float | None = None,
+    history: timedelta = HISTORY,
 ) -> ScalerMetadata:
     return ScalerMetadata.parse(
         {
@@ -101,7 +108,7 @@ def metadata(
             "threshold": repr(threshold),
             "leadTime": format_duration(lead),
             "queryStep": format_duration(step),
-            "quantile": repr(quantile),
+            "quantile": "auto" if quantile is None else repr(quantile),
             "historyTimeWindow": format_duration(history),
         }
     )
@@ -113,63 +120,69 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
     step = infer_step(source.frame)
     frame, clean = load(source, trace.name, source.frame["ds"][0], source.frame["ds"][-1], step)
     y = frame["y"].to_numpy()
-    # About five replicas at the median (the mean where the median is 0, as for sparse disk writes).
-    threshold = trace.threshold or float(np.median(y) if np.median(y) > 0 else np.mean(y)) / 5
-    # Seven days of history, or half the trace where it is shorter than two weeks (one NAB file has 4 days).
+    # Capacity per pod: the trace's 99th percentile / 30 (30 pods at its p99), for every trace.
+    threshold = float(np.percentile(y, 99)) / PODS_AT_P99 or 1.0
+    # Seven days only train, or half the trace where it is shorter than two weeks (one NAB file has 4 days).
     span = frame["ds"][-1] - frame["ds"][0]
-    history = min(timedelta(days=7), span / 2 // timedelta(hours=1) * timedelta(hours=1))
+    warmup = min(WARMUP, span / 2 // timedelta(hours=1) * timedelta(hours=1))
+    events = tuple(load_calendar(trace.calendar).events) if trace.calendar is not None else ()
     rows = []
-    #: Each start-up's helios replay, by lead time: the accuracy sweep reuses the ones it needs.
+    #: Each start-up's helios replay (without the calendar), by lead time: the accuracy sweep reuses them.
     replays: dict[timedelta, ReplayResult] = {}
     for startup in trace.startups:
-        lead = max(startup, step)
-        config = BacktestConfig(
-            meta=metadata(trace.name, step, threshold, lead, history=history),
-            startup=startup,
-            retrain_interval=settings.retrain_interval,
-            refresh_interval=settings.refresh_interval,
-            stale_after=settings.stale_after,
-            workers=workers,
-        )
-        outcome = run_backtest(frame, clean, config)
-        replays[lead] = outcome.replay
-        results = outcome.results
-        # The same trigger with quantile 0.5: the headroom sweep supplies the margin, the median the shape.
-        median = run_backtest(
-            frame,
-            clean,
-            replace(config, meta=metadata(trace.name, step, threshold, lead, quantile=0.5, history=history)),
-        ).results["helios"]
-        row: dict[str, Any] = {
-            "trace": trace.name,
-            "step": format_duration(step),
-            "startup": format_duration(startup),
-            "lead_time": format_duration(lead),
-            "threshold": round(threshold, 3),
-            "history": format_duration(history),
-            "steps": len(outcome.demand),
-            "seconds": round(outcome.seconds, 1),
-            "models": sorted(set(outcome.replay.models)),
-        }
-        row["helios_q50_cost_at_slo"] = _num(median.cost_at_slo)
-        row["helios_q50_gap_closed"] = _num(median.gap_closed)
-        for name, result in results.items():
-            row[f"{name}_cost_at_slo"] = _num(result.cost_at_slo)
-            row[f"{name}_gap_closed"] = _num(result.gap_closed)
-            row[f"{name}_unserved"] = round(result.figures["unserved_fraction"], 5)
-        rows.append(row)
-        print(f"  {trace.name} startup {row['startup']}: {_line(row)} ({row['seconds']} s)", flush=True)
+        for calendar in (False, True) if events else (False,):
+            lead = max(startup, step)
+            config = BacktestConfig(
+                meta=metadata(trace.name, step, threshold, lead),
+                startup=startup,
+                retrain_interval=settings.retrain_interval,
+                refresh_interval=settings.refresh_interval,
+                stale_after=settings.stale_after,
+                warmup=warmup,
+                workers=workers,
+                events=events if calendar else (),
+            )
+            outcome = run_backtest(frame, clean, config)
+            if not calendar:
+                replays[lead] = outcome.replay
+            results = outcome.results
+            # The same trigger with quantile 0.5: the headroom sweep supplies the margin, the median the shape.
+            median = run_backtest(
+                frame, clean, replace(config, meta=metadata(trace.name, step, threshold, lead, quantile=0.5))
+            ).results["helios"]
+            row: dict[str, Any] = {
+                "trace": trace.name + (" + calendar" if calendar else ""),
+                "step": format_duration(step),
+                "startup": format_duration(startup),
+                "lead_time": format_duration(lead),
+                "threshold": round(threshold, 3),
+                "history": format_duration(HISTORY),
+                "warmup": format_duration(warmup),
+                "steps": len(outcome.demand),
+                "seconds": round(outcome.seconds, 1),
+                "models": sorted(set(outcome.replay.models)),
+                "mae_vs_persistence": _num(outcome.replay.mae_vs_persistence),
+            }
+            row["helios_q50_cost_at_slo"] = _num(median.cost_at_slo)
+            row["helios_q50_gap_closed"] = _num(median.gap_closed)
+            for name, result in results.items():
+                row[f"{name}_cost_at_slo"] = _num(result.cost_at_slo)
+                row[f"{name}_gap_closed"] = _num(result.gap_closed)
+                row[f"{name}_unserved"] = round(result.figures["unserved_fraction"], 5)
+            rows.append(row)
+            print(f"  {row['trace']} startup {row['startup']}: {_line(row)} ({row['seconds']} s)", flush=True)
     if accuracy:
         accuracy_row = {"trace": trace.name, "step": format_duration(step)}
         for minutes in ACCURACY_LEADS:
             lead = timedelta(minutes=minutes)
             if lead < step:
                 accuracy_row[f"mase_{minutes}m"] = None
+                accuracy_row[f"persistence_{minutes}m"] = None
                 continue
             result = replays.get(lead)
             if result is None:
-                meta = metadata(trace.name, step, threshold, lead, history=history)
-                start = math.ceil(meta.history_time_window / step)
+                meta = metadata(trace.name, step, threshold, lead)
+                start = math.ceil(warmup / step)
                 result = replay(
                     frame,
                     meta,
@@ -180,6 +193,7 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
                     for_workers(workers),
                 )
             accuracy_row[f"mase_{minutes}m"] = _num(result.mase)
+            accuracy_row[f"persistence_{minutes}m"] = _num(result.mae_vs_persistence)
         rows[0]["accuracy"] = accuracy_row
         print(f"  {trace.name} MASE: {accuracy_row}", flush=True)
     return rows
@@ -309,6 +323,9 @@ def main() -> int:
     parser.add_argument("--speed", type=int, default=0, metavar="N", help="only time the 87-day replay, N runs")
     parser.add_argument("--workers", type=int, default=2, help="processes for retrains (default 2)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the MASE sweep")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="TRACE", help="only these traces (repeatable; README untouched)"
+    )
     args = parser.parse_args()
     if not TRACES.is_dir():
         raise SystemExit(f"traces not found at {TRACES}: check out shared/ beside the repository or set HELIOS_TRACES")
@@ -329,7 +346,8 @@ def main() -> int:
         return 0
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
-    for trace in traces(args.quick):
+    chosen = [trace for trace in traces(args.quick) if not args.only or trace.name in args.only]
+    for trace in chosen:
         try:
             rows.extend(run_trace(trace, settings, args.workers, accuracy=not (args.quick or args.no_accuracy)))
         except (HeliosError, ValueError) as exc:  # report the trace, go on with the others
@@ -339,10 +357,10 @@ def main() -> int:
     machine["seconds"] = time.perf_counter() - started
     table = markdown(rows, machine)
     print(table)
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else "_only" if args.only else ""
     (RESULTS / f"backtest{suffix}.md").write_text(table)
     (RESULTS / f"backtest{suffix}.json").write_text(json.dumps({**machine, "rows": rows}, indent=2) + "\n")
-    if not args.quick:
+    if not args.quick and not args.only:
         update_readme(table)
     return 0
 

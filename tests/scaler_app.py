@@ -16,6 +16,7 @@ from helios_scaler import app as app_module
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from helios_scaler.config import Settings
+from helios_scaler.events.calendar import CalendarSet
 from helios_scaler.source.registry import SourceResolver
 
 
@@ -32,9 +33,11 @@ def scaler_settings(**overrides: object) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, resolver: SourceResolver | None = None) -> AsyncIterator[app_module.App]:
+async def running_app(
+    settings: Settings, resolver: SourceResolver | None = None, calendars: CalendarSet | None = None
+) -> AsyncIterator[app_module.App]:
     """Run the app until the block exits; always stop it."""
-    app = app_module.build(settings, resolver or SourceResolver.from_settings(settings))
+    app = app_module.build(settings, resolver or SourceResolver.from_settings(settings), calendars=calendars)
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(app_module.run(app, stop, lambda _: started.set()))

@@ -21,7 +21,7 @@ from helios_scaler import __version__
 from helios_scaler.config import ENV_PREFIX, FIELDS, Settings, load_settings
 from helios_scaler.errors import HeliosError
 
-DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m"}
+DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "calendar": "worldcup98"}
 
 logger = logging.getLogger("helios_scaler")
 
@@ -130,10 +130,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
     app_module.install_signal_handlers(stop)
     if args.command == "demo":
+        from helios_scaler.events.calendar import CalendarSet
         from helios_scaler.source.replay import ReplaySource
 
-        resolver = SourceResolver(ReplaySource(speed=args.replay_speed), {})
-        app = app_module.build(settings, resolver)
+        replay = ReplaySource(speed=args.replay_speed)
+        resolver = SourceResolver(replay, {})
+        # The 1998 kick-off calendar on the replay's clock, beside any calendar_dir of the settings.
+        calendars = CalendarSet(settings.calendar_dir, [replay.calendar()])
+        app = app_module.build(settings, resolver, calendars=calendars)
         prewarm = [("demo", "worldcup98", ScalerMetadata.parse(DEMO_METADATA))]
 
         def started(running: app_module.App) -> None:

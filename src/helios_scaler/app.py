@@ -13,6 +13,7 @@ from functools import partial
 
 from helios_scaler.config import Settings
 from helios_scaler.demand import Subscriptions
+from helios_scaler.events.calendar import CalendarSet
 from helios_scaler.serving.keda import ExternalScalerService
 from helios_scaler.serving.server import GrpcServer, HttpServer
 from helios_scaler.source.registry import SourceResolver
@@ -66,10 +67,16 @@ def build(
     settings: Settings,
     resolver: SourceResolver,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    calendars: CalendarSet | None = None,
 ) -> App:
     """Wire the parts (nothing starts yet)."""
     store = ForecastStore()
-    subscriptions = Subscriptions(resolver, settings.max_series, settings.refresh_interval)
+    subscriptions = Subscriptions(
+        resolver,
+        settings.max_series,
+        settings.refresh_interval,
+        calendars=calendars or CalendarSet(settings.calendar_dir),
+    )
     telemetry = Telemetry()
     telemetry.register_snapshot_collector(store, subscriptions, settings.stale_after, clock)
     trainer = Trainer(

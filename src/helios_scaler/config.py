@@ -71,6 +71,13 @@ class Settings:
         default=timedelta(minutes=5),
         metadata={"help": "a series whose newest data is older than this is stale (health turns NOT_SERVING)"},
     )
+    calendar_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "directory of known-event calendars (.csv or .yaml files, each named by its file name; "
+            "a trigger's calendar metadata names those it uses); re-read when a file changes"
+        },
+    )
     training_workers: int = field(default=1, metadata={"help": "processes that fit models in the background"})
     max_series: int = field(default=1000, metadata={"help": "most distinct series the server tracks"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})

@@ -9,16 +9,21 @@ is a series nobody asks about any more.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from helios_scaler.errors import TooManySeries
-from helios_scaler.policy import forecast_horizon
+from helios_scaler.errors import InvalidMetadata, TooManySeries
+from helios_scaler.events.calendar import CalendarSet, Event
+from helios_scaler.policy import forecast_horizon, lead_steps
 from helios_scaler.source.base import Source
 from helios_scaler.source.registry import SourceResolver
-from helios_scaler.trigger import ScalerMetadata, SeriesKey
+from helios_scaler.trigger import ScalerMetadata, SeriesKey, Target
+
+#: How often the calendar files are looked at for changes (a ConfigMap update takes about a minute anyway).
+CALENDAR_RECHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,21 @@ class SeriesDemand:
     step: timedelta
     horizon: int
     history: timedelta
-    quantiles: tuple[float, ...]
+    #: The bands asked for (None: ``quantile: auto``).
+    quantiles: tuple[float | None, ...]
+    #: Forecast steps a served value covers (the longest lead time's window from a fresh forecast).
+    window: int = 1
+    #: The workload the series' models are chosen and calibrated for: the smallest threshold and the
+    #: longest lead time (pod start-up) of its ScaledObjects.
+    threshold: float = 1.0
+    lead: timedelta = timedelta(0)
+    #: The known events of the series' calendars, by start.
+    events: tuple[Event, ...] = ()
+
+    @property
+    def target(self) -> Target:
+        """The workload whose cost at the service level chooses the model and its margin."""
+        return Target(threshold=self.threshold, step=self.step, startup=self.lead)
 
 
 def series_id(key: SeriesKey) -> str:
@@ -59,8 +78,11 @@ class Subscriptions:
         refresh_interval: timedelta,
         ttl: timedelta = timedelta(minutes=10),
         clock: Callable[[], float] = time.monotonic,
+        calendars: CalendarSet | None = None,
     ) -> None:
         self._resolver = resolver
+        self.calendars = calendars or CalendarSet(None)
+        self._calendars_checked = -math.inf
         self._max_series = max_series
         self._refresh_interval = refresh_interval
         self._ttl = ttl.total_seconds()
@@ -92,6 +114,16 @@ class Subscriptions:
         self._seen[ident] = self._clock()
         if existing is not None and existing.meta == meta:
             return existing
+        missing = [name for name in meta.calendars if self.calendars.get(name) is None]
+        if missing:
+            known = ", ".join(self.calendars.names)
+            raise InvalidMetadata(
+                "calendar",
+                ",".join(meta.calendars),
+                f"names of the server's calendars: {known}"
+                if known
+                else "none: the server has no calendars (setting calendar_dir, chart value calendars)",
+            )
         source = self._resolver.resolve(meta.server_address)
         key = meta.series_key(source.name)
         keys = self.keys()
@@ -123,8 +155,16 @@ class Subscriptions:
             del self._seen[ident]
         return removed
 
+    def _events(self, names: tuple[str, ...]) -> tuple[Event, ...]:
+        found = [calendar for name in names if (calendar := self.calendars.get(name)) is not None]
+        return tuple(sorted(event for calendar in found for event in calendar.events))
+
     def demand(self) -> dict[SeriesKey, SeriesDemand]:
         """The union of what every ScaledObject of each series needs."""
+        now = self._clock()
+        if now - self._calendars_checked >= CALENDAR_RECHECK_SECONDS:
+            self._calendars_checked = now
+            self.calendars.refresh()
         grouped: dict[SeriesKey, list[Subscription]] = {}
         for sub in self._subs.values():
             grouped.setdefault(sub.key, []).append(sub)
@@ -138,6 +178,10 @@ class Subscriptions:
                 step=step,
                 horizon=forecast_horizon(lead, step, self._refresh_interval),
                 history=max(sub.meta.history_time_window for sub in subs),
-                quantiles=tuple(sorted({sub.meta.quantile for sub in subs})),
+                quantiles=tuple(sorted({sub.meta.quantile for sub in subs}, key=lambda q: -1.0 if q is None else q)),
+                window=lead_steps(lead, step),
+                threshold=min(sub.meta.threshold for sub in subs),
+                lead=lead,
+                events=self._events(key.calendars),
             )
         return out

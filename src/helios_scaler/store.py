@@ -38,7 +38,8 @@ class SeriesState:
     #: the newest observation the forecast knew (it lags ``observed_at`` until the next refresh).
     forecast_origin: datetime | None = None
     mean: FloatArray | None = None
-    bands: Mapping[float, FloatArray] = field(default_factory=dict)
+    #: Bands by quantile (None: ``quantile: auto``, the point forecast times the series' margin).
+    bands: Mapping[float | None, FloatArray] = field(default_factory=dict)
     model: str | None = None
     mase: float | None = None
     backtest_mae: float | None = None

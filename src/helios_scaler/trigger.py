@@ -41,8 +41,35 @@ MIN_HISTORY = timedelta(hours=1)
 MAX_HISTORY = timedelta(days=90)
 #: Bound on history points per series (memory per series stays small).
 MAX_POINTS = 50_000
+#: A calendar's name (its file's stem) and an event kind: what a trigger and a metric label can carry.
+NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: Largest threshold: far below int64 (KEDA's int fields), and past any real per-replica load.
 MAX_THRESHOLD = 1e15
+
+
+#: Unserved demand a series may have (share of its total): the service level targeted.
+SLO_UNSERVED = 0.005
+
+
+@dataclass(frozen=True)
+class Target:
+    """The workload a series' forecasts are judged for: what a pod serves, how long it takes to start,
+    and the service level (unserved demand at most ``slo`` of the total)."""
+
+    threshold: float
+    step: timedelta
+    startup: timedelta
+    scale_down_window: timedelta = timedelta(seconds=300)
+    min_replicas: int = 1
+    slo: float = SLO_UNSERVED
+
+    @property
+    def delay_steps(self) -> int:
+        return math.ceil(self.startup / self.step)
+
+    @property
+    def window_steps(self) -> int:
+        return max(1, math.ceil(self.scale_down_window / self.step))
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,8 @@ class SeriesKey:
     query: str
     step_seconds: int
     model: str
+    #: The known-event calendars the series' forecast includes (sorted names).
+    calendars: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,11 @@ class ScalerMetadata:
     history_time_window: timedelta = timedelta(days=7)
     query_step: timedelta = timedelta(minutes=1)
     model: str = AUTO
-    quantile: float = 0.9
+    #: The band served: a quantile of the forecast's backtest errors, or None for ``auto`` (the point
+    #: forecast times the series' own margin that met the service level at least cost on its backtest).
+    quantile: float | None = None
+    #: Known-event calendars (server-side files, by name) whose events' uplift the forecast includes.
+    calendars: tuple[str, ...] = ()
     mode: str = "forecast"
 
     @property
@@ -87,13 +120,14 @@ class ScalerMetadata:
                     repr(self.quantile),
                     self.model,
                     self.mode,
+                    *([",".join(self.calendars)] if self.calendars else []),
                 )
             ).encode()
         ).hexdigest()[:8]
         return f"helios-{slug}-{digest}"
 
     def series_key(self, source_name: str) -> SeriesKey:
-        return SeriesKey(source_name, self.query, int(self.query_step.total_seconds()), self.model)
+        return SeriesKey(source_name, self.query, int(self.query_step.total_seconds()), self.model, self.calendars)
 
     @classmethod
     def parse(cls, metadata: Mapping[str, str]) -> ScalerMetadata:
@@ -191,6 +225,19 @@ def _duration(low: timedelta, high: timedelta, whole_seconds: bool = False) -> C
     return parse
 
 
+def _quantile(key: str, value: str) -> float | None:
+    if value.strip().lower() == AUTO:
+        return None
+    return _number(0, 1, low_open=True, high_open=True)(key, value)
+
+
+def _calendars(key: str, value: str) -> tuple[str, ...]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names or not all(NAME_PATTERN.match(name) for name in names):
+        raise InvalidMetadata(key, value, _PARSERS[key][2])
+    return tuple(sorted(set(names)))
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(key: str, value: str) -> str:
         if value.strip().lower() not in options:
@@ -232,8 +279,14 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "model": ("model", _choice(MODELS), "one of " + ", ".join(MODELS)),
     "quantile": (
         "quantile",
-        _number(0, 1, low_open=True, high_open=True),
-        "a number strictly between 0 and 1",
+        _quantile,
+        "auto (the point forecast times the margin that met the service level at least cost on the series' "
+        "own backtest) or a number strictly between 0 and 1",
+    ),
+    "calendar": (
+        "calendars",
+        _calendars,
+        "comma-separated names of the server's known-event calendars (lower-case letters, digits, '_', '-', '.')",
     ),
     "mode": ("mode", _choice(MODES), "one of " + ", ".join(MODES)),
 }

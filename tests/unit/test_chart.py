@@ -498,3 +498,25 @@ def test_render_does_not_mutate_values(chart: helm.Chart) -> None:
     before = copy.deepcopy(values)
     render(chart, values)
     assert values == before
+
+
+def test_calendar_files_are_mounted_and_named_in_the_config(chart: helm.Chart) -> None:
+    files = {"launches.csv": "start,end,name,kind\n2026-06-10T15:30:00Z,2026-06-10T17:15:00Z,opener,launch\n"}
+    manifests = render(chart, {"calendars": {"files": files}})
+    assert manifests["ConfigMap"]["data"]["launches.csv"] == files["launches.csv"]
+    assert config_file(manifests)["calendar_dir"] == "/etc/helios-calendars"
+    volumes = {volume["name"]: volume for volume in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["calendars"]["configMap"]["items"] == [{"key": "launches.csv", "path": "launches.csv"}]
+    # The config volume carries only the config file, not the calendars.
+    assert volumes["config"]["configMap"]["items"] == [{"key": "config.yaml", "path": "config.yaml"}]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container(manifests)["volumeMounts"]}
+    assert mounts["calendars"] == "/etc/helios-calendars"
+    existing = render(chart, {"calendars": {"existingConfigMap": "tournament-calendars"}})
+    volumes = {volume["name"]: volume for volume in existing["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["calendars"]["configMap"] == {"name": "tournament-calendars"}
+    assert "calendar_dir" not in config_file(render(chart, {}))
+
+
+def test_a_calendar_file_name_the_server_would_refuse_is_refused_by_the_schema(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"calendars": {"files": {"World Cup.csv": "start,end,name\n"}}})

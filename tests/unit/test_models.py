@@ -10,9 +10,12 @@ import pytest
 
 from helios_scaler.errors import ModelError
 from helios_scaler.models import selection
+from helios_scaler.models.cost import cost_at_slo
 from helios_scaler.models.gbm import LightGBM
 from helios_scaler.models.selection import FittedSeries, select_and_fit
+from helios_scaler.models.shortterm import Persistence, Trend
 from helios_scaler.models.statistical import ETS, MSTL, SeasonalNaive
+from helios_scaler.trigger import Target
 
 MINUTE = timedelta(minutes=1)
 SEASON = 1440
@@ -35,7 +38,17 @@ def train(five_days: pl.DataFrame) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def fitted(train: pl.DataFrame) -> FittedSeries:
-    return select_and_fit(train, MINUTE, HORIZON)
+    """A named model through the holdout path (the conformal bands' tests use it)."""
+    return select_and_fit(train, MINUTE, HORIZON, model="ets")
+
+
+#: A workload on the WorldCup98 slice: ~40 pods at its busiest, 2-minute start-up.
+TARGET = Target(threshold=250.0, step=MINUTE, startup=timedelta(minutes=2))
+
+
+@pytest.fixture(scope="module")
+def auto(train: pl.DataFrame) -> FittedSeries:
+    return select_and_fit(train, MINUTE, HORIZON, window=3, target=TARGET)
 
 
 # --- individual models -------------------------------------------------------------------
@@ -113,18 +126,39 @@ def test_mstl_cheap_refresh_does_not_refit_and_follows_new_points(five_days: pl.
 # --- selection ---------------------------------------------------------------------------
 
 
-def test_select_and_fit_picks_the_lowest_backtest_mae(fitted: FittedSeries) -> None:
-    by_alias = {backtest.alias: backtest for backtest in fitted.backtests}
-    assert set(by_alias) == {"seasonal_naive", "ets", "mstl", "lightgbm"}
-    best = min(fitted.backtests, key=lambda backtest: backtest.mae)
-    assert fitted.alias == best.alias
-    assert fitted.mae == best.mae
-    assert fitted.naive_mae == by_alias["seasonal_naive"].mae
-    assert fitted.mase == pytest.approx(best.mae / by_alias["seasonal_naive"].mae)
-    assert fitted.mase <= 1.0
-    assert fitted.fallback_reason is None
-    assert fitted.sorted_errors.shape[1] == HORIZON
-    assert np.all(np.diff(fitted.sorted_errors, axis=0) >= 0)
+def test_auto_picks_the_candidate_that_costs_least_at_the_service_level(
+    auto: FittedSeries, train: pl.DataFrame
+) -> None:
+    """Every candidate's served window maximum over the last week, through the HPA at the SLO."""
+    aliases = [alias for alias, _ in auto.scores]
+    assert aliases[0] == "persistence" and "trend_6" in aliases and "sadd_daily" in aliases
+    assert "sadd_weekly" not in aliases  # needs two weeks of history
+    best = min(auto.scores, key=lambda pair: pair[1])
+    assert auto.alias == best[0]
+    # Recompute one candidate's score independently.
+    y = train["y"].to_numpy()
+    origins = np.arange(train.height - 7 * SEASON if train.height > 7 * SEASON + 30 else 30, train.height)
+    point = Persistence().forecast_many(train, origins, HORIZON)
+    cost, _ = cost_at_slo(point[:, :3].max(axis=1), y[origins], TARGET)
+    assert dict(auto.scores)["persistence"] == pytest.approx(cost)
+    assert auto.margin is not None and 0.5 < auto.margin < 3
+    assert auto.persistence_mae is not None and auto.lead_mae is not None
+    assert auto.fallback_reason is None
+
+
+def test_auto_serves_the_point_forecast(auto: FittedSeries, train: pl.DataFrame) -> None:
+    mean, bands = auto.forecast(train, [None, 0.9])
+    assert auto.margin is not None
+    np.testing.assert_allclose(bands[None], mean)  # no event calendar: the point forecast itself
+    assert np.all(np.isfinite(bands[0.9]))
+
+
+def test_auto_without_a_workload_picks_by_error_at_the_window_end(train: pl.DataFrame) -> None:
+    chosen = select_and_fit(train, MINUTE, HORIZON, window=3)
+    assert chosen.margin is None
+    assert chosen.alias == min(chosen.scores, key=lambda pair: pair[1])[0]
+    _, bands = chosen.forecast(train, [None])
+    np.testing.assert_allclose(bands[None], chosen.forecast(train, [])[0])
 
 
 def test_quantile_bands_are_ordered(fitted: FittedSeries, train: pl.DataFrame) -> None:
@@ -158,23 +192,15 @@ def test_irregular_history_raises(train: pl.DataFrame) -> None:
         select_and_fit(train.filter(pl.int_range(pl.len()) != 100), MINUTE, HORIZON)
 
 
-def test_a_candidate_failing_in_fit_is_skipped(
-    monkeypatch: pytest.MonkeyPatch, train: pl.DataFrame, fitted: FittedSeries
-) -> None:
-    # Break the model that won, so the next best of the same backtests must be chosen.
-    winner = fitted.alias
-    assert winner != "seasonal_naive"
-    broken = {"ets": ETS, "mstl": MSTL, "lightgbm": LightGBM}[winner]
-
-    def fail(self, frame):
+def test_a_candidate_failing_is_skipped(monkeypatch: pytest.MonkeyPatch, train: pl.DataFrame) -> None:
+    def fail(self, frame, origins, h):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(broken, "fit", fail)
-    result = select_and_fit(train, MINUTE, HORIZON)
-    others = [backtest for backtest in fitted.backtests if backtest.alias != winner]
-    assert sorted(backtest.alias for backtest in result.backtests) == sorted(b.alias for b in others)
-    assert result.alias == min(others, key=lambda backtest: backtest.mae).alias
-    assert result.fallback_reason is None
+    monkeypatch.setattr(Trend, "forecast_many", fail)
+    result = select_and_fit(train, MINUTE, HORIZON, window=3, target=TARGET)
+    aliases = [alias for alias, _ in result.scores]
+    assert not any(alias.startswith("trend_") for alias in aliases)
+    assert "persistence" in aliases and "line_6" in aliases
 
 
 @pytest.mark.parametrize("name", ["ets", "mstl", "lightgbm"])
@@ -202,10 +228,13 @@ def test_fallback_on_real_history_too_short_for_the_model(train: pl.DataFrame) -
     assert result.fallback_reason is not None and "mstl" in result.fallback_reason
 
 
-def test_auto_leaves_out_models_the_history_is_too_short_for() -> None:
-    aliases = [model.alias for model in selection.candidates("auto", MINUTE, HORIZON, 2 * SEASON)]
-    # 2 days minus a one-season holdout leaves one season: not enough for MSTL.
-    assert aliases == ["seasonal_naive", "ets", "lightgbm"]
+def test_auto_leaves_out_the_seasons_the_history_is_too_short_for() -> None:
+    aliases = [model.alias for model in selection.candidates("auto", MINUTE, HORIZON, SEASON)]
+    assert aliases == ["persistence", "trend_3", "trend_6", "trend_12", "line_3", "line_6", "line_12"]
+    daily = [model.alias for model in selection.candidates("auto", MINUTE, HORIZON, 2 * SEASON)]
+    assert daily[-2:] == ["sadd_daily", "smul_daily"]
+    weekly = [model.alias for model in selection.candidates("auto", MINUTE, HORIZON, 14 * SEASON)]
+    assert weekly[-2:] == ["sadd_weekly", "smul_weekly"]
 
 
 def test_q90_band_coverage_on_held_out_real_data(fitted: FittedSeries, five_days: pl.DataFrame) -> None:

@@ -22,7 +22,7 @@ OBSERVED_AT = datetime(1998, 6, 30, 18, 0, tzinfo=UTC)
 NOW = OBSERVED_AT + timedelta(seconds=30)
 STALE_AFTER = timedelta(minutes=5)
 
-META = ScalerMetadata.parse({"query": "worldcup98", "threshold": "1000", "leadTime": "5m"})
+META = ScalerMetadata.parse({"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "quantile": "0.9"})
 
 MEAN = np.array([100.0, 110.0, 120.0, 130.0, 140.0, 150.0, 160.0, 170.0, 180.0, 190.0])
 BANDS = {
@@ -50,7 +50,9 @@ def state(**changes: object) -> SeriesState:
 
 
 def meta(**extra: str) -> ScalerMetadata:
-    return ScalerMetadata.parse({"query": "worldcup98", "threshold": "1000", "leadTime": "5m", **extra})
+    return ScalerMetadata.parse(
+        {"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "quantile": "0.9", **extra}
+    )
 
 
 def test_window_max_of_the_requested_quantile() -> None:

@@ -30,7 +30,8 @@ def test_defaults() -> None:
     assert meta.history_time_window == timedelta(days=7)
     assert meta.query_step == timedelta(minutes=1)
     assert meta.model == "auto"
-    assert meta.quantile == 0.9
+    assert meta.quantile is None  # auto: the point forecast times the series' own margin
+    assert meta.calendars == ()
     assert meta.mode == "forecast"
 
 
@@ -231,8 +232,21 @@ def test_metric_name_is_stable() -> None:
     backward = ScalerMetadata.parse(dict(reversed(list(DEMO.items()))))
     assert forward.metric_name() == forward.metric_name() == backward.metric_name()
     # Pinned: the HPA KEDA creates refers to this name, so it must not change across
-    # processes (no hash()) or releases without a deliberate migration.
-    assert forward.metric_name() == "helios-worldcup98-414029d9"
+    # processes (no hash()) or releases without a deliberate migration.  (Issue 8 made
+    # `quantile: auto` the default, which changed it from helios-worldcup98-414029d9; an explicit
+    # quantile keeps its old name, and GetMetrics answers under whatever name KEDA asks for.)
+    assert forward.metric_name() == "helios-worldcup98-62f7d503"
+    assert ScalerMetadata.parse({**DEMO, "quantile": "0.9"}).metric_name() == "helios-worldcup98-414029d9"
+
+
+def test_quantile_auto_and_calendars() -> None:
+    meta = ScalerMetadata.parse({**BASE, "quantile": "AUTO", "calendar": "worldcup98, launches,worldcup98"})
+    assert meta.quantile is None
+    assert meta.calendars == ("launches", "worldcup98")
+    assert meta.series_key("s").calendars == ("launches", "worldcup98")
+    assert meta.metric_name() != ScalerMetadata.parse({**BASE, "quantile": "auto"}).metric_name()
+    with pytest.raises(InvalidMetadata, match="metadata key 'calendar': 'World Cup' is not valid"):
+        ScalerMetadata.parse({**BASE, "calendar": "World Cup"})
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ Where the config file and the Prometheus credentials are mounted. Secrets are mo
 volumes (never subPath) so that kubelet refreshes rotated credentials in place.
 */}}
 {{- define "helios-scaler.configDir" -}}/etc/helios-scaler{{- end }}
+{{- define "helios-scaler.calendarDir" -}}/etc/helios-calendars{{- end }}
 {{- define "helios-scaler.secretsDir" -}}/var/run/secrets/helios-scaler{{- end }}
 
 {{/*
@@ -137,6 +138,9 @@ two disjoint). toYaml sorts keys, so the checksum only changes when the content 
 {{- if .Values.prometheus.tls.clientCertSecret.name }}
 {{- $_ := set $cfg "prometheus_cert_file" (printf "%s/client-tls/tls.crt" $secrets) }}
 {{- $_ := set $cfg "prometheus_key_file" (printf "%s/client-tls/tls.key" $secrets) }}
+{{- end }}
+{{- if or .Values.calendars.files .Values.calendars.existingConfigMap }}
+{{- $_ := set $cfg "calendar_dir" (include "helios-scaler.calendarDir" .) }}
 {{- end }}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy (.Values.config | default dict)) }}
 {{- toYaml $cfg }}

@@ -16,6 +16,7 @@ from helios_scaler.compat import progress
 from helios_scaler.config import Settings, load_settings
 from helios_scaler.durations import format_duration, parse_duration
 from helios_scaler.errors import HeliosError, InputDataError
+from helios_scaler.events.calendar import load_calendar
 from helios_scaler.source.base import Source
 from helios_scaler.source.csv import CsvSource, infer_step, parse_iso_utc
 from helios_scaler.source.registry import SourceResolver
@@ -78,7 +79,14 @@ def add_parser(commands: Any) -> None:
     trigger = backtest.add_argument_group("the trigger, as in the ScaledObject's metadata")
     trigger.add_argument("--threshold", required=True, help="target value per replica (metadata threshold)")
     trigger.add_argument("--lead-time", default="5m", help="metadata leadTime (default: 5m)")
-    trigger.add_argument("--quantile", default="0.9", help="metadata quantile (default: 0.9)")
+    trigger.add_argument("--quantile", default="auto", help="metadata quantile (default: auto)")
+    trigger.add_argument(
+        "--calendar",
+        type=Path,
+        action="append",
+        default=[],
+        help="a known-event calendar file (CSV or YAML: start,end,name,kind; times with a UTC offset); repeatable",
+    )
     trigger.add_argument("--model", default="auto", help="metadata model (default: auto)")
     trigger.add_argument("--history", default="7d", help="metadata historyTimeWindow (default: 7d)")
     trigger.add_argument("--step", help="metadata queryStep (default: the CSV's own step; 1m for --query)")
@@ -125,6 +133,7 @@ def backtest(args: argparse.Namespace) -> int:
             scale_down_window=_duration("--scale-down-window", args.scale_down_window),
             warmup=_duration("--warmup", args.warmup) if args.warmup else None,
             workers=max(1, args.workers),
+            events=tuple(sorted(event for path in args.calendar for event in load_calendar(path).events)),
         )
         frame, clean = load(source, query, start, end, meta.query_step)
         logger.info(

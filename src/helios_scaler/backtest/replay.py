@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -23,6 +23,7 @@ import polars as pl
 
 from helios_scaler.demand import series_id
 from helios_scaler.errors import ModelError
+from helios_scaler.events.calendar import Event
 from helios_scaler.features.pipeline import season_length
 from helios_scaler.features.schema import DS, HOLE, FloatArray
 from helios_scaler.models.base import values
@@ -30,7 +31,7 @@ from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, sel
 from helios_scaler.policy import Reason, decide, forecast_horizon, lead_steps
 from helios_scaler.store import SeriesState
 from helios_scaler.training.executor import ExecutorFactory, inline
-from helios_scaler.trigger import ScalerMetadata
+from helios_scaler.trigger import ScalerMetadata, Target
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,24 @@ class ReplayResult:
     served: FloatArray
     reasons: list[str]
     models: list[str]
-    #: Point forecast of the step ``leadTime`` ahead, and seasonal naive's, with the truth.
+    #: Point forecast of the served window's last step (``leadTime`` plus one step ahead), seasonal
+    #: naive's and persistence's (the last value) for the same step, with the truth.
     forecast_at_lead: FloatArray
     naive_at_lead: FloatArray
     truth_at_lead: FloatArray
     retrains: int
     failed_retrains: int
+    persistence_at_lead: FloatArray | None = None
+
+    @property
+    def mae_vs_persistence(self) -> float:
+        """MAE of the forecast at the window's end over persistence's (the last value), on the same steps."""
+        if self.persistence_at_lead is None:
+            return math.nan
+        ok = np.isfinite(self.truth_at_lead) & np.isfinite(self.forecast_at_lead)
+        last = float(np.mean(np.abs(self.truth_at_lead[ok] - self.persistence_at_lead[ok])))
+        model = float(np.mean(np.abs(self.truth_at_lead[ok] - self.forecast_at_lead[ok])))
+        return model / last if last > 0 else math.nan
 
     @property
     def mase(self) -> float:
@@ -59,10 +72,18 @@ class ReplayResult:
         return model / naive if naive > 0 else math.nan
 
 
-def _fit(window: pl.DataFrame, step: timedelta, horizon: int, model: str) -> FittedSeries | str:
+def _fit(
+    window: pl.DataFrame,
+    step: timedelta,
+    horizon: int,
+    model: str,
+    served_window: int,
+    target: Target,
+    events: Sequence[Event],
+) -> FittedSeries | str:
     """One retrain; a failure is returned as its message (the previous model keeps serving)."""
     try:
-        return select_and_fit(window, step, horizon, model)
+        return select_and_fit(window, step, horizon, model, window=served_window, target=target, events=events)
     except ModelError as exc:
         return str(exc)
 
@@ -76,6 +97,7 @@ def replay(
     start: int,
     executor: ExecutorFactory = inline,
     progress: Callable[[Iterable[int]], Iterable[int]] = lambda it: it,
+    events: Sequence[Event] = (),
 ) -> ReplayResult:
     """Serve every step from ``start`` on as the live server would have."""
     step = meta.query_step
@@ -91,9 +113,11 @@ def replay(
 
     pool = executor()
     try:
-        futures = [pool.submit(_fit, w, step, horizon, meta.model) for w in windows]
+        # The server's workload, as it knows it: the trigger's threshold, and leadTime as the pod start-up.
+        target = Target(threshold=meta.threshold, step=step, startup=meta.lead_time)
+        futures = [pool.submit(_fit, w, step, horizon, meta.model, lead, target, events) for w in windows]
         results: Iterable[FittedSeries | str] = (f.result() for f in futures)
-        return _serve(frame, meta, train_at, results, horizon, lead, stale_after, start, progress)
+        return _serve(frame, meta, train_at, results, horizon, lead, stale_after, start, progress, events)
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -108,6 +132,7 @@ def _serve(
     stale_after: timedelta,
     start: int,
     progress: Callable[[Iterable[int]], Iterable[int]],
+    events: Sequence[Event],
 ) -> ReplayResult:
     n = frame.height
     y = values(frame)
@@ -135,7 +160,7 @@ def _serve(
         first, last = bounds[segment], bounds[segment + 1]
         steps = np.arange(first, last)
         if fitted is not None:
-            mean, bands = fitted.forecast_many(frame, steps + 1, [meta.quantile])
+            mean, bands = fitted.forecast_many(frame, steps + 1, [meta.quantile], events)
         for row, t in enumerate(steps.tolist()):
             state = replace(base, observed_at=ds[t], last_value=float(y[t]), fetched_at=ds[t])
             if fitted is not None:
@@ -160,4 +185,7 @@ def _serve(
     source = target - season * math.ceil(lead / season)
     usable = inside & (source >= 0)
     naive[usable] = y[source[usable]]
-    return ReplayResult(start, served, reasons, models, forecast_at_lead, naive, truth, len(train_at), failures)
+    persistence = y[index].astype(np.float64)
+    return ReplayResult(
+        start, served, reasons, models, forecast_at_lead, naive, truth, len(train_at), failures, persistence
+    )

@@ -23,6 +23,7 @@ from helios_scaler.backtest.hpa import HpaConfig
 from helios_scaler.backtest.replay import ReplayResult, replay
 from helios_scaler.durations import format_duration
 from helios_scaler.errors import InputDataError
+from helios_scaler.events.calendar import Event
 from helios_scaler.features.pipeline import CleanReport, align_to_grid, season_length
 from helios_scaler.features.schema import DS, HOLE
 from helios_scaler.models.base import values
@@ -48,6 +49,8 @@ class BacktestConfig:
     #: Steps before evaluation starts (the history the scaler has when it starts); None: the history window.
     warmup: timedelta | None = None
     workers: int = 1
+    #: Known events (from ``--calendar`` files): their uplift is learnt and applied as the server would.
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,17 +131,22 @@ def run_backtest(
         start,
         for_workers(config.workers),
         progress,
+        config.events,
     )
     y = values(frame)
     demand = y[start:]
     startup_steps = math.ceil(config.startup / step)
+    # The timing rule, the same for every strategy but the oracle: a value computed after seeing the
+    # observation of step t acts from step t + 1 (KEDA asks after the step has ended).
     served = {
-        "helios": result.served,
-        "reactive": strategies.reactive(demand),
-        "holt_winters": strategies.holt_winters(y, meta.threshold, season)[start:],
-        "periodic_max": strategies.periodic_max(
-            y, season, window_steps=lead, refit_steps=max(1, round(timedelta(hours=1) / step))
-        )[start:],
+        "helios": strategies.acts_next_step(result.served),
+        "reactive": strategies.acts_next_step(strategies.reactive(demand)),
+        "holt_winters": strategies.acts_next_step(strategies.holt_winters(y, meta.threshold, season)[start:]),
+        "periodic_max": strategies.acts_next_step(
+            strategies.periodic_max(y, season, window_steps=lead, refit_steps=max(1, round(timedelta(hours=1) / step)))[
+                start:
+            ]
+        ),
         "oracle": strategies.oracle(demand, startup_steps),
     }
     scored = ~frame[HOLE].to_numpy()[start:].astype(bool) if HOLE in frame.columns else None

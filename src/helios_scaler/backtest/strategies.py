@@ -23,7 +23,15 @@ from helios_scaler.features.schema import FloatArray
 
 
 def reactive(demand: FloatArray) -> FloatArray:
+    """The observation itself (KEDA's ``prometheus`` scaler)."""
     return demand.copy()
+
+
+def acts_next_step(values: FloatArray) -> FloatArray:
+    """``values[t]``, computed after seeing step ``t``, acts from step ``t + 1`` (the first step keeps its own)."""
+    if len(values) == 0:
+        return values.copy()
+    return np.concatenate([values[:1], values[:-1]])
 
 
 def oracle(demand: FloatArray, startup_steps: int) -> FloatArray:

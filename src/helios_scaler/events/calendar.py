@@ -17,7 +17,6 @@ import csv
 import io
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,14 +26,13 @@ from typing import Any, Final
 import yaml
 
 from helios_scaler.errors import InputDataError
+from helios_scaler.trigger import NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
 COLUMNS: Final = ("start", "end", "name", "kind")
 DEFAULT_KIND: Final = "event"
 SUFFIXES: Final = (".csv", ".yaml", ".yml")
-#: A calendar name (its file's stem) and an event kind: what a trigger and a metric label can carry.
-NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: Longest event accepted: a longer one is almost certainly a typo in a date.
 MAX_DURATION: Final = timedelta(days=31)
 TIME_ACCEPTED: Final = "ISO 8601 with a UTC offset or Z, e.g. 2026-06-10T15:30:00Z"

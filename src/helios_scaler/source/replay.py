@@ -14,6 +14,7 @@ import functools
 import gzip
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
@@ -21,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from helios_scaler.errors import NoData, QueryError
+from helios_scaler.events.calendar import Calendar, Event, parse_calendar
 from helios_scaler.features.schema import DS, DS_DTYPE, Y_DTYPE, Y
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ SERIES = "worldcup98"
 TRACE_STEP = timedelta(minutes=1)
 
 _DATA_FILE = "worldcup98.csv.gz"
+_CALENDAR_FILE = "worldcup98_kickoffs.csv"
 _US_PER_STEP = int(TRACE_STEP / timedelta(microseconds=1))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -98,6 +101,29 @@ class ReplaySource:
     def now(self) -> datetime:
         """The current time of the injected clock (by default the wall clock), tz-aware UTC."""
         return self._clock()
+
+    def to_clock(self, trace_time: datetime) -> list[datetime]:
+        """The clock times at which the replay shows ``trace_time``: once per pass over the trace, from the
+        pass before the replay started to the next three (the replay loops while the clock goes on)."""
+        offset = (trace_time - load_trace()[DS][0]) / TRACE_STEP - self.history / TRACE_STEP
+        length = len(self._values)
+        return [
+            datetime.fromtimestamp((self._anchor_us + (offset + k * length) * _US_PER_STEP / self.speed) / 1e6, UTC)
+            for k in range(-1, 4)
+        ]
+
+    def calendar(self, name: str = SERIES) -> Calendar:
+        """The bundled 1998 kick-off calendar moved onto the replay's clock (every pass of the loop), as
+        the demo's known-event calendar: what a World Cup site's operators had in advance."""
+        raw = resources.files("helios_scaler.source").joinpath("data", _CALENDAR_FILE).read_text()
+        first, last = load_trace()[DS][0], load_trace()[DS][-1] + TRACE_STEP
+        events: list[Event] = []
+        for event in parse_calendar(name, raw, "csv", "bundled calendar").events:
+            if not first <= event.start < last:
+                continue
+            duration = (event.end - event.start) / self.speed
+            events.extend(replace(event, start=start, end=start + duration) for start in self.to_clock(event.start))
+        return Calendar(name, tuple(sorted(events)))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -11,6 +11,7 @@ flight; its results are published to the store as one new immutable
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -216,8 +217,10 @@ class Trainer:
             if self._retrain_due(work):
                 await self._fit(work, loop)
             if work.fitted is not None:
-                fitted, frame, quantiles = work.fitted, work.frame, work.demand.quantiles
-                mean, bands = await loop.run_in_executor(self._io, fitted.forecast, frame, quantiles)
+                fitted, frame, wanted = work.fitted, work.frame, work.demand
+                mean, bands = await loop.run_in_executor(
+                    self._io, fitted.forecast, frame, wanted.quantiles, wanted.events
+                )
                 work.state = replace(work.state, forecast_origin=frame[DS][-1], mean=mean, bands=bands)
                 self._stage(work)
         finally:
@@ -265,7 +268,17 @@ class Trainer:
         started = time.perf_counter()
         try:
             fitted = await loop.run_in_executor(
-                self._train, select_and_fit, work.frame, demand.step, demand.horizon, demand.key.model
+                self._train,
+                functools.partial(
+                    select_and_fit,
+                    work.frame,
+                    demand.step,
+                    demand.horizon,
+                    demand.key.model,
+                    window=demand.window,
+                    target=demand.target,
+                    events=demand.events,
+                ),
             )
         except (HeliosError, ValueError, ArithmeticError, BrokenProcessPool) as exc:
             if isinstance(exc, BrokenProcessPool):  # a worker died (e.g. killed for memory): start afresh
