@@ -153,6 +153,18 @@ def test_auto_serves_the_point_forecast(auto: FittedSeries, train: pl.DataFrame)
     assert np.all(np.isfinite(bands[0.9]))
 
 
+def test_auto_bands_are_calibrated_on_the_served_window_maximum(auto: FittedSeries, train: pl.DataFrame) -> None:
+    """A quantile band of auto is what covers the window's largest load that often, on its own backtest."""
+    assert auto.band in ("additive", "relative", "sqrt")
+    y = train["y"].to_numpy()
+    origins = np.arange(30, train.height - 3)
+    mean, bands = auto.forecast_many(train, origins, [0.9])
+    truth = np.stack([y[origins + k] for k in range(3)], axis=1).max(axis=1)
+    coverage = float(np.mean(truth <= bands[0.9][:, :3].max(axis=1)))
+    assert 0.85 <= coverage <= 0.95, coverage
+    assert float(np.mean(truth <= mean[:, :3].max(axis=1))) < 0.75  # the point forecast alone covers less
+
+
 def test_auto_without_a_workload_picks_by_error_at_the_window_end(train: pl.DataFrame) -> None:
     chosen = select_and_fit(train, MINUTE, HORIZON, window=3)
     assert chosen.margin is None

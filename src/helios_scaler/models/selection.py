@@ -110,6 +110,8 @@ class FittedSeries:
     naive_mae: float
     backtests: tuple[Backtest, ...] = field(default=())
     fallback_reason: str | None = None
+    #: ``sqrt`` for bands that grow with the square root of the forecast (else derived from ``scale_floor``).
+    band_kind: str = ""
     #: The multiplier of the point forecast that met the service level at least cost on the backtest (None:
     #: no workload to measure cost for).  Reported, not served: re-measured at every retrain it swings from
     #: day to day, and serving it cost more than a steady headroom (benchmarks/results/backtest.md).
@@ -153,7 +155,11 @@ class FittedSeries:
         if self.uplift is not None and events:
             lift, near_event = factors_as_learnt(frame, events, self.uplift.step, origins, self.horizon)
             mean = mean * lift
-        scale = 1.0 if self.scale_floor is None else band_scale(mean, self.scale_floor)
+        scale: FloatArray | float = 1.0
+        if self.scale_floor is not None:
+            scale = band_scale(mean, self.scale_floor)
+            if self.band == "sqrt":
+                scale = np.sqrt(scale)
         bands: dict[float | None, FloatArray] = {}
         for q in quantiles:
             if q is None:
@@ -167,8 +173,9 @@ class FittedSeries:
 
     @property
     def band(self) -> str:
-        """How the quantile bands grow: ``additive`` (fixed widths) or ``relative`` (with the forecast)."""
-        return "additive" if self.scale_floor is None else "relative"
+        """How the quantile bands grow: ``additive`` (fixed widths), ``relative`` (with the forecast) or
+        ``sqrt`` (with its square root, as count noise does)."""
+        return self.band_kind or ("additive" if self.scale_floor is None else "relative")
 
     def forecast(
         self, frame: pl.DataFrame, quantiles: Sequence[float | None], events: Sequence[Event] = ()
@@ -293,12 +300,13 @@ def _select_by_holdout(
         fallback_reason = "; ".join(failures) or f"no candidate for model {model!r} fits this history"
         results.append((naive, SeasonalNaive(season).fit(frame)))
     best, chosen = min(results, key=lambda pair: pair[0].mae)
-    sorted_errors, scale_floor = _band_errors(best.errors, best.forecasts, frame)
+    sorted_errors, scale_floor, kind = _band_errors(best.errors, best.forecasts, frame)
     fitted = FittedSeries(
         model=chosen,
         horizon=horizon,
         sorted_errors=sorted_errors,
         scale_floor=scale_floor,
+        band_kind=kind,
         mae=best.mae,
         naive_mae=naive.mae,
         backtests=tuple(result for result, _ in results),
@@ -307,13 +315,21 @@ def _select_by_holdout(
     return fitted, int(origins[0])
 
 
-def _band_errors(errors: FloatArray, forecasts: FloatArray, frame: pl.DataFrame) -> tuple[FloatArray, float | None]:
-    """Additive or relative bands: whichever the backtest's own errors calibrate better."""
+def _band_errors(
+    errors: FloatArray, forecasts: FloatArray, frame: pl.DataFrame, kinds: Sequence[str] = ("additive", "relative")
+) -> tuple[FloatArray, float | None, str]:
+    """The band whose errors the backtest's own cross-fitted pinball loss calibrates best, among ``kinds``:
+    ``additive`` (as they are), ``relative`` (divided by the forecast) or ``sqrt`` (by its square root)."""
     floor = SCALE_FLOOR * float(np.mean(np.abs(values(frame)))) or 1.0
-    relative = band_scale(forecasts, floor)
-    if errors.shape[0] >= 4 and band_loss(errors, relative) < band_loss(errors, 1.0):
-        return np.sort(errors / relative, axis=0), floor
-    return np.sort(errors, axis=0), None
+    scales: dict[str, FloatArray | float] = {"additive": 1.0}
+    if "relative" in kinds:
+        scales["relative"] = band_scale(forecasts, floor)
+    if "sqrt" in kinds:
+        scales["sqrt"] = np.sqrt(band_scale(forecasts, floor))
+    kind = "additive"
+    if errors.shape[0] >= 4:
+        kind = min(scales, key=lambda name: band_loss(errors, scales[name]))
+    return np.sort(errors / scales[kind], axis=0), None if kind == "additive" else floor, kind
 
 
 def _scored(frame: pl.DataFrame, rows: IntArray) -> BoolArray | None:
@@ -425,7 +441,18 @@ def _select_by_cost(
     errors, forecasts = errors[keep], point[full][keep]
     if len(errors) == 0:
         raise ModelError(f"history of {n} points is too short for a {horizon}-step backtest")
-    sorted_errors, scale_floor = _band_errors(errors, forecasts, frame)
+    # The bands are calibrated on what is served: the window maximum, against the window's largest load.
+    served = np.maximum(point[:, :window].max(axis=1), 0.0)
+    truth = _window_truth(y, origins, window)
+    usable = np.isfinite(truth) & (True if scored is None else scored)
+    picks = np.flatnonzero(usable)
+    picks = picks[np.linspace(0, max(0, len(picks) - 1), min(len(picks), 2000)).astype(np.int64)]
+    if len(picks):
+        excess = np.repeat((truth[picks] - served[picks])[:, None], horizon, axis=1)
+        sizes = np.repeat(served[picks][:, None], horizon, axis=1)
+        sorted_errors, scale_floor, kind = _band_errors(excess, sizes, frame, ("additive", "relative", "sqrt"))
+    else:  # no window has ended inside the data yet: per-step errors
+        sorted_errors, scale_floor, kind = _band_errors(errors, forecasts, frame)
     naive_mae = math.nan
     try:
         naive = SeasonalNaive(season).fit(frame).forecast_many(frame, origins[full][keep], horizon)
@@ -437,6 +464,7 @@ def _select_by_cost(
         horizon=horizon,
         sorted_errors=sorted_errors,
         scale_floor=scale_floor,
+        band_kind=kind,
         mae=float(np.mean(np.abs(errors))),
         naive_mae=naive_mae,
         persistence_mae=persistence_mae,
