@@ -14,12 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from helios_scaler import __version__
 from helios_scaler.config import ENV_PREFIX, FIELDS, Settings, load_settings
-from helios_scaler.errors import HeliosError
+from helios_scaler.errors import ConfigError, HeliosError
 
 DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "calendar": "worldcup98"}
 
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="how fast the embedded trace is replayed (default: 1.0)",
     )
+    demo.add_argument(
+        "--replay-start",
+        default=None,
+        help="the trace time shown at start, ISO 8601 in 1998-06-11..06-24 UTC, e.g. 1998-06-17T15:20:00Z, "
+        "ten minutes before a kick-off (default: 1998-06-17T00:00:00Z, a week into the trace)",
+    )
     from helios_scaler.backtest.cli import add_parser as add_backtest_parser
 
     add_backtest_parser(commands)
@@ -122,6 +129,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _replay_history(start: str | None) -> timedelta:
+    """The history before the replay's first shown trace time (``--replay-start``)."""
+    from helios_scaler.source.replay import load_trace
+
+    first: datetime = load_trace()["ds"][0]
+    if start is None:
+        return timedelta(days=7)
+    try:
+        moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--replay-start {start!r} is not ISO 8601 (e.g. 1998-06-17T15:20:00Z)") from None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    history = moment - first
+    if not timedelta(days=1) <= history <= timedelta(days=14):
+        raise ConfigError(f"--replay-start {start!r} must lie from 1998-06-11 to 1998-06-24 (the bundled trace)")
+    return history
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from helios_scaler import app as app_module
     from helios_scaler.source.registry import SourceResolver
@@ -133,7 +158,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from helios_scaler.events.calendar import CalendarSet
         from helios_scaler.source.replay import ReplaySource
 
-        replay = ReplaySource(speed=args.replay_speed)
+        replay = ReplaySource(speed=args.replay_speed, history=_replay_history(args.replay_start))
         resolver = SourceResolver(replay, {})
         # The 1998 kick-off calendar on the replay's clock, beside any calendar_dir of the settings.
         calendars = CalendarSet(settings.calendar_dir, [replay.calendar()])

@@ -64,7 +64,14 @@ class SeriesDemand:
 
 def series_id(key: SeriesKey) -> str:
     """A short, stable id of a series for metric labels."""
-    text = "\x00".join((key.source, key.query, str(key.step_seconds), key.model))
+    parts = (
+        key.source,
+        key.query,
+        str(key.step_seconds),
+        key.model,
+        *([",".join(key.calendars)] if key.calendars else []),
+    )
+    text = "\x00".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -16,7 +16,7 @@ from prom import free_port, grpcurl
 pytestmark = [pytest.mark.integration]
 
 BIN = Path(sys.executable).parent
-DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m"}
+DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "calendar": "worldcup98"}
 
 
 def test_demo_serves_forecasts_and_stops_on_sigterm() -> None:
@@ -85,3 +85,14 @@ def test_bad_setting_exits_with_one_clear_line() -> None:
     )
     assert done.returncode == 2
     assert done.stderr == "helios-scaler: setting grpc_port: 'seventy' is not valid (expected a whole number)\n"
+
+
+def test_a_replay_start_outside_the_trace_exits_2_naming_the_range() -> None:
+    done = subprocess.run(
+        [str(BIN / "helios-scaler"), "demo", "--replay-start", "2020-01-01T00:00:00Z", "--grpc-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--replay-start '2020-01-01T00:00:00Z' must lie from 1998-06-11 to 1998-06-24" in done.stderr

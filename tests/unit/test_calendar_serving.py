@@ -66,6 +66,7 @@ async def test_the_calendar_raises_the_forecast_before_a_kick_off() -> None:
         plain = await forecast_state(app, BASE, "plain")
         events = await forecast_state(app, with_calendar, "events")
         assert plain.last_value == events.last_value and events.last_value is not None
+        assert plain.series_id != events.series_id  # two series in the metrics, not one label twice
         ahead = decide(events, ScalerMetadata.parse(with_calendar), datetime.now(UTC), app.settings.stale_after)
         assert ahead.forecast is not None
         # Matches finished in the week before taught the uplift: the window reaches 6 minutes past
