@@ -140,7 +140,9 @@ def _replay_history(start: str | None) -> timedelta:
         moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"--replay-start {start!r} is not ISO 8601 (e.g. 1998-06-17T15:20:00Z)") from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        raise ConfigError(f"--replay-start {start!r} needs a UTC offset or Z (e.g. 1998-06-17T15:20:00Z)")
+    moment = moment.astimezone(UTC)
     history = moment - first
     if not timedelta(days=1) <= history <= timedelta(days=14):
         raise ConfigError(f"--replay-start {start!r} must lie from 1998-06-11 to 1998-06-24 (the bundled trace)")

@@ -9,7 +9,6 @@ is a series nobody asks about any more.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,7 +88,6 @@ class Subscriptions:
     ) -> None:
         self._resolver = resolver
         self.calendars = calendars or CalendarSet(None)
-        self._calendars_checked = -math.inf
         self._max_series = max_series
         self._refresh_interval = refresh_interval
         self._ttl = ttl.total_seconds()
@@ -124,12 +122,14 @@ class Subscriptions:
         missing = [name for name in meta.calendars if self.calendars.get(name) is None]
         if missing:
             known = ", ".join(self.calendars.names)
-            raise InvalidMetadata(
-                "calendar",
-                ",".join(meta.calendars),
+            accepted = (
                 f"names of the server's calendars: {known}"
                 if known
-                else "none: the server has no calendars (setting calendar_dir, chart value calendars)",
+                else "none: the server has no calendars (setting calendar_dir, chart value calendars)"
+            )
+            broken = "; ".join(self.calendars.errors[name] for name in missing if name in self.calendars.errors)
+            raise InvalidMetadata(
+                "calendar", ",".join(missing), accepted + (f" (not loaded: {broken})" if broken else "")
             )
         source = self._resolver.resolve(meta.server_address)
         key = meta.series_key(source.name)
@@ -168,10 +168,6 @@ class Subscriptions:
 
     def demand(self) -> dict[SeriesKey, SeriesDemand]:
         """The union of what every ScaledObject of each series needs."""
-        now = self._clock()
-        if now - self._calendars_checked >= CALENDAR_RECHECK_SECONDS:
-            self._calendars_checked = now
-            self.calendars.refresh()
         grouped: dict[SeriesKey, list[Subscription]] = {}
         for sub in self._subs.values():
             grouped.setdefault(sub.key, []).append(sub)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from traces import SHARED
 
-from helios_scaler.errors import InputDataError
+from helios_scaler.demand import Subscriptions
+from helios_scaler.errors import InputDataError, InvalidMetadata
 from helios_scaler.events.calendar import CalendarSet, load_calendar, parse_calendar
+from helios_scaler.source.registry import SourceResolver
+from helios_scaler.trigger import ScalerMetadata
 
 HEADER = "start,end,name,kind\n"
 
@@ -106,17 +109,9 @@ events:
         parse_calendar("c", "hello: world\n", "yaml")
 
 
-def test_finished_and_overlapping() -> None:
-    calendar = parse_calendar(
-        "c",
-        csv("2026-06-10T15:00:00Z,2026-06-10T17:00:00Z,a,m\n2026-06-11T15:00:00Z,2026-06-11T17:00:00Z,b,m\n"),
-        "csv",
-    )
-    assert [e.name for e in calendar.finished_by(datetime(2026, 6, 11, 16, tzinfo=UTC))] == ["a"]
-    assert [e.name for e in calendar.finished_by(datetime(2026, 6, 10, 17, tzinfo=UTC))] == ["a"]
-    assert calendar.finished_by(datetime(2026, 6, 10, 16, 59, tzinfo=UTC)) == []
-    window = calendar.overlapping(datetime(2026, 6, 11, 14, tzinfo=UTC), datetime(2026, 6, 11, 15, 1, tzinfo=UTC))
-    assert [e.name for e in window] == ["b"]
+def test_an_out_of_range_time_is_a_named_error_not_a_crash() -> None:
+    with pytest.raises(InputDataError, match="line 2: start '0001-01-01T00:00:00\\+01:00' is not valid"):
+        parse_calendar("c", csv("0001-01-01T00:00:00+01:00,2026-06-10T16:00:00Z,a,m\n"), "csv")
 
 
 def test_a_directory_is_re_read_when_a_file_changes_and_a_bad_edit_keeps_the_last_good(tmp_path: Path) -> None:
@@ -139,3 +134,15 @@ def test_a_directory_is_re_read_when_a_file_changes_and_a_bad_edit_keeps_the_las
     kept = calendars.get("launches")
     assert kept is not None and len(kept.events) == 2
     assert "line 2" in calendars.errors["launches"]
+
+
+def test_a_trigger_naming_a_broken_calendar_is_told_why(tmp_path: Path) -> None:
+    (tmp_path / "launches.csv").write_text(csv("2026-06-10T15:00:00Z,2026-06-10T17:00:00Z,a,launch\n"))
+    (tmp_path / "sales.csv").write_text(csv("next friday,2026-06-10T17:00:00Z,a,sale\n"))
+    subscriptions = Subscriptions(SourceResolver(None, {}), 10, timedelta(seconds=30), calendars=CalendarSet(tmp_path))
+    meta = ScalerMetadata.parse({"query": "up", "threshold": "1", "calendar": "launches,sales"})
+    with pytest.raises(InvalidMetadata) as info:
+        subscriptions.register("ns", "web", meta)
+    assert info.value.key == "calendar" and info.value.value == "sales"  # only the missing one
+    assert "launches" in info.value.accepted
+    assert "not loaded" in info.value.accepted and "start 'next friday' is not valid" in info.value.accepted

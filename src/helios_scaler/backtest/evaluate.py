@@ -16,8 +16,8 @@ from typing import Any
 
 from helios_scaler.backtest.hpa import HpaConfig, Simulation, simulate, summarise
 from helios_scaler.features.schema import BoolArray, FloatArray
+from helios_scaler.trigger import SLO_UNSERVED
 
-SLO_UNSERVED = 0.005
 HEADROOM_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 BISECTIONS = 6
 STRATEGIES = ("helios", "reactive", "holt_winters", "periodic_max", "oracle")

@@ -84,7 +84,7 @@ def _fit(
     """One retrain; a failure is returned as its message (the previous model keeps serving)."""
     try:
         return select_and_fit(window, step, horizon, model, window=served_window, target=target, events=events)
-    except ModelError as exc:
+    except (ModelError, ValueError, ArithmeticError) as exc:  # what the trainer survives, the replay survives
         return str(exc)
 
 

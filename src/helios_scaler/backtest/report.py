@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from helios_scaler.backtest.evaluate import SLO_UNSERVED, STRATEGIES, summary_row
+from helios_scaler.backtest.evaluate import STRATEGIES, summary_row
 from helios_scaler.backtest.run import BacktestOutcome
 from helios_scaler.durations import format_duration
+from helios_scaler.trigger import SLO_UNSERVED
 
 LABELS = {
     "helios": "helios",

@@ -57,14 +57,6 @@ class Calendar:
     def kinds(self) -> frozenset[str]:
         return frozenset(event.kind for event in self.events)
 
-    def finished_by(self, moment: datetime) -> list[Event]:
-        """Events whose end is at or before ``moment`` (what may be learnt from at ``moment``)."""
-        return [event for event in self.events if event.end <= moment]
-
-    def overlapping(self, first: datetime, last: datetime) -> list[Event]:
-        """Events that start before ``last`` and end after ``first``."""
-        return [event for event in self.events if event.start < last and event.end > first]
-
 
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time with an explicit offset, in UTC.  ValueError otherwise."""
@@ -85,7 +77,7 @@ def _event(where: str, row: Mapping[str, Any]) -> Event:
             raw = raw.isoformat()
         try:
             times[column] = parse_time(str(raw))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise InputDataError(f"{where}: {column} {str(raw)!r} is not valid; accepted: {TIME_ACCEPTED}") from None
     start, end = times["start"], times["end"]
     if end <= start:
@@ -190,7 +182,10 @@ class CalendarSet:
         for name in [name for name in self._loaded if name not in present]:
             del self._loaded[name]
         for path in paths:
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+            except OSError:  # gone between the listing and now (a ConfigMap swap): the next look sees it
+                continue
             stamp = (stat.st_mtime, stat.st_size)
             if self._stamps.get(path) == stamp:
                 continue

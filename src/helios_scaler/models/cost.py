@@ -65,6 +65,8 @@ def cost_at_slo(
     keep = np.ones(len(demand), dtype=bool) if scored is None else scored
     pods = np.maximum(np.ceil(np.maximum(demand, 0.0) / target.threshold), target.min_replicas)
     ideal = float(np.sum(pods[keep]))
+    if ideal <= 0:  # nothing to score (every step a hole)
+        return math.inf, math.nan
 
     def run(headroom: float) -> tuple[float, bool]:
         desired, unserved = pods_and_unserved(served * headroom, demand, target, scored)

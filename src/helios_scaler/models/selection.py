@@ -40,7 +40,7 @@ import polars as pl
 
 from helios_scaler.errors import ModelError
 from helios_scaler.events.calendar import Event
-from helios_scaler.events.uplift import UpliftCurves, factors, factors_as_learnt, in_event_window, learn_uplift
+from helios_scaler.events.uplift import UpliftCurves, factors_as_learnt, learn_uplift
 from helios_scaler.features.pipeline import season_length
 from helios_scaler.features.schema import DS, HOLE, BoolArray, FloatArray, IntArray
 from helios_scaler.models import registry
@@ -266,9 +266,11 @@ def select_and_fit(
     fitted, fitted_until = _select_by_holdout(frame, step, horizon, model, max_origins)
     origins = np.arange(fitted_until, frame.height, dtype=np.int64)
     point = fitted.model.forecast_many(frame, origins, horizon)
+    near: BoolArray | None = None
     if uplift is not None:
-        point = point * factors(uplift, events, frame[DS][0], origins, horizon)
-    return _with_margins(fitted, frame, origins, point, window, target, events, uplift, lifted=uplift is not None)
+        lift, near = factors_as_learnt(frame, events, step, origins, horizon)
+        point = point * lift
+    return _with_margins(fitted, frame, origins, point, window, target, uplift, near)
 
 
 def _select_by_holdout(
@@ -356,19 +358,18 @@ def _with_margins(
     point: FloatArray,
     window: int,
     target: Target | None,
-    events: Sequence[Event],
     uplift: UpliftCurves | None,
-    lifted: bool,
+    near: BoolArray | None,
 ) -> FittedSeries:
     """Add the event margin (served by ``quantile: auto``) and the cheapest margin meeting the service
     level (reported), both measured on ``point`` (the chosen model's forecasts from consecutive ``origins``, known
-    events' uplift applied when ``lifted``) against what followed.  The event margin is only measured
-    on forecasts that had the uplift: without it, it would measure the uplift itself."""
+    events' uplift applied as each origin could have learnt it, ``near`` flagging the origins near an event)
+    against what followed.  The event margin is only measured on forecasts that had the uplift: without
+    it, it would measure the uplift itself."""
     y = values(frame)
     served = np.maximum(point[:, :window].max(axis=1), 0.0)
     event_margin = 0.0
-    if uplift is not None and events and lifted:
-        near = in_event_window(uplift, events, frame[DS][0], origins, fitted.horizon)
+    if near is not None:
         truth = _window_truth(y, origins, window)
         usable = near & np.isfinite(truth) & (served > 0)
         scored = _scored(frame, origins)
@@ -404,8 +405,11 @@ def _select_by_cost(
     first = max(MIN_HISTORY_POINTS // 2, n - round(SCORING_SPAN / step))
     origins = np.arange(first, n, dtype=np.int64)
     scored = _scored(frame, origins)
-    # The candidates are scored with the uplift learnt from every event finished by now (the training data).
-    lift = factors(uplift, events, frame[DS][0], origins, horizon) if uplift is not None else None
+    # The candidates are scored with the uplift each origin could have known (events finished before it).
+    lift: FloatArray | None = None
+    near: BoolArray | None = None
+    if uplift is not None:
+        lift, near = factors_as_learnt(frame, events, step, origins, horizon)
     at_end = origins + window - 1
     known = at_end < n
     if scored is not None:
@@ -471,4 +475,4 @@ def _select_by_cost(
         lead_mae=float(np.mean(np.abs(truth_end[known] - point[known, window - 1]))) if known.any() else None,
         scores=tuple((model.alias, float(value)) for value, model, _ in results),
     )
-    return _with_margins(fitted, frame, origins, point, window, target, events, uplift, lifted=lift is not None)
+    return _with_margins(fitted, frame, origins, point, window, target, uplift, near)

@@ -104,12 +104,12 @@ class ReplaySource:
 
     def to_clock(self, trace_time: datetime) -> list[datetime]:
         """The clock times at which the replay shows ``trace_time``: once per pass over the trace, from the
-        pass before the replay started to the next three (the replay loops while the clock goes on)."""
+        pass before the replay started to the next eight (the replay loops while the clock goes on)."""
         offset = (trace_time - load_trace()[DS][0]) / TRACE_STEP - self.history / TRACE_STEP
         length = len(self._values)
         return [
             datetime.fromtimestamp((self._anchor_us + (offset + k * length) * _US_PER_STEP / self.speed) / 1e6, UTC)
-            for k in range(-1, 4)
+            for k in range(-1, 9)
         ]
 
     def calendar(self, name: str = SERIES) -> Calendar:

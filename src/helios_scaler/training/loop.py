@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from helios_scaler.demand import SeriesDemand, Subscriptions, series_id
+from helios_scaler.demand import CALENDAR_RECHECK_SECONDS, SeriesDemand, Subscriptions, series_id
 from helios_scaler.errors import HeliosError, ModelError, NoData
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
@@ -123,6 +123,7 @@ class Trainer:
         self._pending: dict[SeriesKey, SeriesState] = {}
         self._flush: asyncio.Task[None] | None = None
         self._jitter = random.Random(0)
+        self._calendars_due = clock() + CALENDAR_RECHECK_SECONDS
         subscriptions.on_change(self.wake)
 
     def wake(self) -> None:
@@ -133,7 +134,10 @@ class Trainer:
         """Schedule due work until ``stop`` is set, then wait for jobs in flight."""
         try:
             while not stop.is_set():
-                await self._schedule()
+                try:
+                    await self._schedule()
+                except Exception:  # never let one bad tick end the trainer (every series would go stale)
+                    logger.exception("trainer tick failed; trying again at the next tick")
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
                 await asyncio.wait(waiters, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
@@ -159,6 +163,10 @@ class Trainer:
         self._train.shutdown(wait=False, cancel_futures=True)
 
     async def _schedule(self) -> None:
+        now = self._clock()
+        if now >= self._calendars_due:  # file I/O: in the fetch pool, never on the event loop
+            self._calendars_due = now + CALENDAR_RECHECK_SECONDS
+            await asyncio.get_running_loop().run_in_executor(self._io, self._subs.calendars.refresh)
         self._subs.expire()
         demand = self._subs.demand()
         removed = frozenset(key for key in self._work if key not in demand)
@@ -218,9 +226,15 @@ class Trainer:
                 await self._fit(work, loop)
             if work.fitted is not None:
                 fitted, frame, wanted = work.fitted, work.frame, work.demand
-                mean, bands = await loop.run_in_executor(
-                    self._io, fitted.forecast, frame, wanted.quantiles, wanted.events
-                )
+                try:
+                    mean, bands = await loop.run_in_executor(
+                        self._io, fitted.forecast, frame, wanted.quantiles, wanted.events
+                    )
+                except (HeliosError, ValueError, ArithmeticError) as exc:  # the last forecast ages, the error shows
+                    logger.warning("forecast failed for query %r: %s", work.demand.key.query, exc)
+                    work.state = replace(work.state, error=ModelError(f"forecast failed: {exc}"))
+                    self._stage(work)
+                    return
                 work.state = replace(work.state, forecast_origin=frame[DS][-1], mean=mean, bands=bands)
                 self._stage(work)
         finally:
@@ -304,13 +318,18 @@ class Trainer:
         )
         self._repository.save(Checkpoint(demand.key, fitted, work.frame, trained_at))
         self._events.trained(work.state, seconds)
+        # Why this model, and the headroom that met the service level on the backtest (reported, not served).
+        scores = ", ".join(f"{alias} {cost:.4f}" for alias, cost in fitted.scores)
+        margin = f"{fitted.margin:.3f} at cost {fitted.cost:.4f}" if fitted.margin and fitted.cost else ""
         logger.info(
-            "trained query %r: chose %s with %s bands (backtest MAE %.4g, MASE %.3f) in %.2fs%s",
+            "trained query %r: chose %s with %s bands (backtest MAE %.4g, MASE %.3f) in %.2fs%s%s%s",
             demand.key.query,
             fitted.alias,
             fitted.band,
             fitted.mae,
             fitted.mase,
             seconds,
+            f"; cost at SLO by candidate: {scores}" if scores else "",
+            f"; margin meeting the SLO {margin}" if margin else "",
             f"; fallback: {fitted.fallback_reason}" if fitted.fallback_reason else "",
         )
