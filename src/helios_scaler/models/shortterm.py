@@ -47,17 +47,23 @@ def _finish(forecast: FloatArray) -> FloatArray:
     return np.asarray(np.maximum(forecast, 0.0), dtype=np.float64)
 
 
-class Persistence(BaseForecaster):
+class _Rule(BaseForecaster):
+    """A rule over the recent past: nothing to learn, ``fit`` only checks the history is long enough."""
+
+    min_points: int
+
+    def fit(self, frame: pl.DataFrame) -> Self:
+        require(frame, self)  # type: ignore[arg-type]
+        return self
+
+
+class Persistence(_Rule):
     """The last known value, held flat: ``forecast(o, k) = y[o-1]``."""
 
     alias = "persistence"
 
     def __init__(self) -> None:
         self.min_points = 1
-
-    def fit(self, frame: pl.DataFrame) -> Self:
-        require(frame, self)
-        return self
 
     def forecast_many(self, frame: pl.DataFrame, origins: IntArray, h: int) -> FloatArray:
         check_origins(frame, origins)
@@ -95,7 +101,7 @@ def _local_line(y: FloatArray, origins: IntArray, window: int) -> tuple[FloatArr
     return np.asarray(slope, dtype=np.float64), np.asarray(fitted_end, dtype=np.float64)
 
 
-class _LocalLine(BaseForecaster):
+class _LocalLine(_Rule):
     """A least-squares line over the last ``window + 1`` points, extrapolated."""
 
     alias: str
@@ -105,10 +111,6 @@ class _LocalLine(BaseForecaster):
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
         self.min_points = window + 1
-
-    def fit(self, frame: pl.DataFrame) -> Self:
-        require(frame, self)
-        return self
 
     def _anchor(self, y: FloatArray, origins: IntArray, fitted_end: FloatArray) -> FloatArray:
         raise NotImplementedError
@@ -161,7 +163,7 @@ def _centred_mean(y: FloatArray) -> FloatArray:
     return sm
 
 
-class LevelSeasonal(BaseForecaster):
+class LevelSeasonal(_Rule):
     """Today's level with the shape of one season ago (``season`` steps back).
 
     With ``t = o-1``, ``S = season`` and ``sm`` the centred 3-point mean of ``y``, the
@@ -185,10 +187,6 @@ class LevelSeasonal(BaseForecaster):
         self.label = label
         self.alias = f"{'sadd' if mode == 'additive' else 'smul'}_{label}"
         self.min_points = season + 2
-
-    def fit(self, frame: pl.DataFrame) -> Self:
-        require(frame, self)
-        return self
 
     def forecast_many(self, frame: pl.DataFrame, origins: IntArray, h: int) -> FloatArray:
         check_origins(frame, origins)
