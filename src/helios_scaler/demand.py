@@ -119,7 +119,7 @@ class Subscriptions:
         self._seen[ident] = self._clock()
         if existing is not None and existing.meta == meta:
             return existing
-        missing = [name for name in meta.calendars if self.calendars.get(name) is None]
+        missing = [calendar for calendar in meta.calendars if self.calendars.get(calendar) is None]
         if missing:
             known = ", ".join(self.calendars.names)
             accepted = (
@@ -127,7 +127,7 @@ class Subscriptions:
                 if known
                 else "none: the server has no calendars (setting calendar_dir, chart value calendars)"
             )
-            broken = "; ".join(self.calendars.errors[name] for name in missing if name in self.calendars.errors)
+            broken = "; ".join(self.calendars.errors[each] for each in missing if each in self.calendars.errors)
             raise InvalidMetadata(
                 "calendar", ",".join(missing), accepted + (f" (not loaded: {broken})" if broken else "")
             )
