@@ -85,6 +85,19 @@ def test_a_bad_header_says_what_is_accepted() -> None:
         parse_calendar("c", "begin,end,name\n", "csv")
 
 
+def test_an_optional_prior_uplift_column() -> None:
+    calendar = parse_calendar(
+        "c",
+        "start,end,name,kind,uplift\n2026-06-10T15:00:00Z,2026-06-10T16:00:00Z,launch,launch,2.5\n"
+        "2026-06-11T15:00:00Z,2026-06-11T16:00:00Z,patch,launch,\n",
+        "csv",
+    )
+    assert [event.uplift for event in calendar.events] == [2.5, None]
+    for bad in ("0", "-1", "lots", "1000"):
+        with pytest.raises(InputDataError, match=f"line 2: uplift '{bad}' is not valid; accepted: a multiplier > 0"):
+            parse_calendar("c", f"start,end,name,uplift\n2026-06-10T15:00:00Z,2026-06-10T16:00:00Z,a,{bad}\n", "csv")
+
+
 def test_kind_defaults_to_event() -> None:
     calendar = parse_calendar("c", "start,end,name\n2026-06-10T15:00:00Z,2026-06-10T16:00:00Z,launch day\n", "csv")
     assert calendar.events[0].kind == "event"

@@ -236,3 +236,19 @@ def test_the_worldcup98_match_curve_rises_after_kick_off() -> None:
     first_hour = np.median([curve[offset] for offset in range(5, 61)])
     assert first_hour > 1.2  # ~1.35 when written
     assert curve[30] > curve[0] + 0.15  # ~1.05 at kick-off, ~1.37 half an hour in
+
+
+def test_a_prior_multiplier_serves_until_an_event_of_the_kind_has_finished() -> None:
+    """The calendar's ``uplift`` column: a flat prior from the start to the end of the kind's events,
+    replaced by the learnt curve as soon as one event of the kind is over."""
+    launch = Event(at(FIRST), at(FIRST) + timedelta(minutes=60), "launch", "launch", uplift=2.5)
+    frame = series(2 * DAY, {FIRST: 3.0})
+    before = learn_uplift(frame, [launch], STEP, at(FIRST - 30))
+    assert before.events_used["launch"] == 0
+    prior = curve_of(before, "launch")
+    assert prior[-5] == 1.0 and prior[0] == 2.5 and prior[60] == 2.5
+    rising = factors(before, [launch], T0, np.array([FIRST - 2]), 4)  # newest row FIRST - 3
+    np.testing.assert_allclose(rising, [[1.0, 1.0, 2.5, 2.5]])
+    after = learn_uplift(frame, [launch], STEP, at(FIRST + 120))
+    assert after.events_used["launch"] == 1
+    assert curve_of(after, "launch")[30] == pytest.approx(3.0)  # taught by the real event, not the prior

@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +31,9 @@ from helios_scaler.trigger import NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
-COLUMNS: Final = ("start", "end", "name", "kind")
+COLUMNS: Final = ("start", "end", "name", "kind", "uplift")
+#: The range of a prior uplift multiplier (``uplift`` column).
+MAX_PRIOR_UPLIFT: Final = 100.0
 DEFAULT_KIND: Final = "event"
 SUFFIXES: Final = (".csv", ".yaml", ".yml")
 #: Longest event accepted: a longer one is almost certainly a typo in a date.
@@ -44,6 +47,9 @@ class Event:
     end: datetime
     name: str
     kind: str
+    #: An optional prior: the load multiplier expected during events of this kind, used only until one
+    #: event of the kind has finished and taught the real curve.
+    uplift: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,19 @@ def _event(where: str, row: Mapping[str, Any]) -> Event:
         raise InputDataError(
             f"{where}: kind {kind!r} is not valid; accepted: lower-case letters, digits, '_', '-', '.' (at most 63)"
         )
-    return Event(start, end, str(row["name"]).strip(), kind)
+    prior: float | None = None
+    raw_prior = str(row.get("uplift") if row.get("uplift") is not None else "").strip()
+    if raw_prior:
+        try:
+            prior = float(raw_prior)
+        except ValueError:
+            prior = math.nan
+        if not 0 < prior <= MAX_PRIOR_UPLIFT:
+            raise InputDataError(
+                f"{where}: uplift {raw_prior!r} is not valid; accepted: a multiplier > 0 and <= {MAX_PRIOR_UPLIFT:g} "
+                "(e.g. 2 for twice the usual load), or empty"
+            )
+    return Event(start, end, str(row["name"]).strip(), kind, prior)
 
 
 def parse_calendar(name: str, text: str, fmt: str, origin: str = "") -> Calendar:
@@ -104,7 +122,8 @@ def parse_calendar(name: str, text: str, fmt: str, origin: str = "") -> Calendar
         unknown = [column for column in header if column not in COLUMNS]
         if not header or unknown or not {"start", "end", "name"} <= set(header):
             raise InputDataError(
-                f"{origin}: header {','.join(header) or '(none)'} is not valid; accepted: start,end,name[,kind]"
+                f"{origin}: header {','.join(header) or '(none)'} is not valid; "
+                "accepted: start,end,name[,kind][,uplift]"
             )
         for number, row in enumerate(reader, start=2):
             rows.append((f"{origin}, line {number}", {key.strip(): value for key, value in row.items() if key}))
@@ -118,7 +137,9 @@ def parse_calendar(name: str, text: str, fmt: str, origin: str = "") -> Calendar
             raise InputDataError(f"{origin}: expected a list of events, or a mapping with an 'events' list")
         for number, item in enumerate(items, start=1):
             if not isinstance(item, dict):
-                raise InputDataError(f"{origin}, event {number}: expected a mapping with start, end, name, kind")
+                raise InputDataError(
+                    f"{origin}, event {number}: expected a mapping with start, end, name, kind, uplift"
+                )
             unknown = sorted(str(key) for key in item if key not in COLUMNS)
             if unknown:
                 raise InputDataError(

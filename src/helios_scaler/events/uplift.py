@@ -222,6 +222,15 @@ def learn_uplift(
         curve.setflags(write=False)
         curves[kind] = curve
         used[kind] = len(rows)
+    # A kind no finished event has taught yet: the calendar's prior multiplier (median over its events), if any,
+    # flat from the start to the kind's longest event.
+    for kind, post_steps in _post_steps_by_kind(events, step).items():
+        priors = [event.uplift for event in events if event.kind == kind and event.uplift is not None]
+        if kind not in curves and priors:
+            curve = np.concatenate([np.ones(pre_steps), np.full(post_steps + 1, float(np.median(priors)))])
+            curve.setflags(write=False)
+            curves[kind] = curve
+            used[kind] = 0
     return UpliftCurves(step, pre_steps, dict(curves), dict(used))
 
 
