@@ -16,6 +16,7 @@ from typing import Any
 
 from helios_scaler.backtest.hpa import HpaConfig, Simulation, simulate, summarise
 from helios_scaler.features.schema import BoolArray, FloatArray
+from helios_scaler.models.cost import search_headroom
 from helios_scaler.trigger import SLO_UNSERVED
 
 HEADROOM_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
@@ -44,28 +45,12 @@ def cost_at_slo(
     scored: BoolArray | None = None,
 ) -> tuple[float, float, list[tuple[float, float, float]]]:
     """(pod-minutes ratio, headroom) of the cheapest multiplier meeting the SLO, and the curve."""
-    curve: list[tuple[float, float, float]] = []
 
     def run(headroom: float) -> tuple[float, float]:
         figures = summarise(simulate(values * headroom, demand, config), demand, config, scored)
-        point = (headroom, figures["pod_minutes_ratio"], figures["unserved_fraction"])
-        curve.append(point)
-        return point[1], point[2]
+        return figures["pod_minutes_ratio"], figures["unserved_fraction"]
 
-    below, above = None, None
-    for headroom in HEADROOM_GRID:
-        _, unserved = run(headroom)
-        if unserved <= slo:
-            above = headroom
-            break
-        below = headroom
-    if above is not None and below is not None:
-        for _ in range(BISECTIONS):
-            middle = (below + above) / 2
-            if run(middle)[1] <= slo:
-                above = middle
-            else:
-                below = middle
+    curve = search_headroom(run, slo, HEADROOM_GRID, BISECTIONS)
     meeting = [point for point in curve if point[2] <= slo]
     curve.sort()
     if not meeting:

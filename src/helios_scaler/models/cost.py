@@ -20,6 +20,7 @@ within the target.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -68,28 +69,41 @@ def cost_at_slo(
     if ideal <= 0:  # nothing to score (every step a hole)
         return math.inf, math.nan
 
-    def run(headroom: float) -> tuple[float, bool]:
+    def run(headroom: float) -> tuple[float, float]:
         desired, unserved = pods_and_unserved(served * headroom, demand, target, scored)
-        return float(np.sum(desired[keep])) / ideal, unserved <= target.slo
+        return float(np.sum(desired[keep])) / ideal, unserved
+
+    tried = search_headroom(run, target.slo, HEADROOM_GRID, BISECTIONS)
+    meeting = [(ratio, headroom) for headroom, ratio, unserved in tried if unserved <= target.slo]
+    return min(meeting) if meeting else (math.inf, math.nan)
+
+
+def search_headroom(
+    run: Callable[[float], tuple[float, float]], slo: float, grid: Sequence[float], bisections: int
+) -> list[tuple[float, float, float]]:
+    """Every ``(headroom, pod-minutes ratio, unserved share)`` tried, in the order tried: ``grid`` up to
+    the first headroom meeting ``slo``, then ``bisections`` halvings between the last miss and the
+    first hit.  ``run(headroom)`` gives the ratio and the unserved share of one simulation (the
+    backtest's step-by-step HPA or the vectorised one here)."""
+    tried: list[tuple[float, float, float]] = []
+
+    def point(headroom: float) -> float:
+        ratio, unserved = run(headroom)
+        tried.append((headroom, ratio, unserved))
+        return unserved
 
     below: float | None = None
     above: float | None = None
-    best = (math.inf, math.nan)
-    for headroom in HEADROOM_GRID:
-        ratio, met = run(headroom)
-        if met:
-            above, best = headroom, (ratio, headroom)
+    for headroom in grid:
+        if point(headroom) <= slo:
+            above = headroom
             break
         below = headroom
-    if above is None:
-        return best
-    if below is not None:
-        for _ in range(BISECTIONS):
+    if above is not None and below is not None:
+        for _ in range(bisections):
             middle = (below + above) / 2
-            ratio, met = run(middle)
-            if met:
+            if point(middle) <= slo:
                 above = middle
-                best = min(best, (ratio, middle))
             else:
                 below = middle
-    return best
+    return tried
