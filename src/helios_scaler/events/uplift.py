@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import numpy as np
@@ -85,14 +85,6 @@ def _step_us(step: timedelta) -> int:
     if step_us <= 0:
         raise ValueError(f"step must be positive, got {step}")
     return step_us
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch of an aware time (exact)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _require_aware(name: str, moment: datetime) -> None:
@@ -286,7 +278,11 @@ def factors(curves: UpliftCurves, events: Sequence[Event], ds0: datetime, origin
     ignored.  Events after the end of the data (known in advance from the calendar) apply as
     well: nothing limits origins or targets to the frame.
     """
-    uplift, _ = _uplift_at(curves, events, ds0, origins, h)
+    return _factors(_uplift_at(curves, events, ds0, origins, h)[0])
+
+
+def _factors(uplift: FloatArray) -> FloatArray:
+    """``U`` at rows ``o - 1 .. o - 1 + h`` → the factors ``U(o - 1 + k) / U(o - 1)``."""
     return np.asarray(uplift[:, 1:] / np.maximum(uplift[:, :1], MIN_DENOMINATOR), dtype=np.float64)
 
 
@@ -299,7 +295,11 @@ def in_event_window(
     stretch of an event (factors of exactly one) is flagged as well, since it is still inside the
     event (e.g. to score forecasts in and out of events apart).
     """
-    _, covered = _uplift_at(curves, events, ds0, origins, h)
+    return _near(_uplift_at(curves, events, ds0, origins, h)[1])
+
+
+def _near(covered: BoolArray) -> BoolArray:
+    """Rows ``o - 1 .. o - 1 + h`` in an event window → whether the origin is near an event."""
     return np.asarray(covered.any(axis=1), dtype=np.bool_)
 
 
@@ -315,19 +315,21 @@ def factors_as_learnt(
     """
     ds0 = frame[DS][0]
     post = _post_steps_by_kind(events, step)
+    step_us, micro = _step_us(step), timedelta(microseconds=1)
+    # When each event is over, and the time of each origin's newest row, in microseconds from row 0.
     finished_at = np.array(
-        sorted(_micros(event.start) + (post[event.kind] + 1) * _step_us(step) for event in events), dtype=np.int64
+        sorted((event.start - ds0) // micro + (post[event.kind] + 1) * step_us for event in events), dtype=np.int64
     )
-    times = _micros(ds0) + (origins.astype(np.int64) - 1) * _step_us(step)
+    times = (origins.astype(np.int64) - 1) * step_us
     groups = np.searchsorted(finished_at, times, side="right")
     result = np.ones((len(origins), h))
     near = np.zeros(len(origins), dtype=bool)
     for group in np.unique(groups):
         members = np.flatnonzero(groups == group)
-        as_of = ds0 + timedelta(microseconds=int(times[members[0]] - _micros(ds0)))
-        curves = learn_uplift(frame, events, step, as_of)
+        curves = learn_uplift(frame, events, step, ds0 + int(times[members[0]]) * micro)
         if not curves.curves:
             continue
-        result[members] = factors(curves, events, ds0, origins[members], h)
-        near[members] = in_event_window(curves, events, ds0, origins[members], h)
+        uplift, covered = _uplift_at(curves, events, ds0, origins[members], h)  # once for both
+        result[members] = _factors(uplift)
+        near[members] = _near(covered)
     return result, near
