@@ -38,7 +38,7 @@ class SeriesState:
     #: the newest observation the forecast knew (it lags ``observed_at`` until the next refresh).
     forecast_origin: datetime | None = None
     mean: FloatArray | None = None
-    #: Bands by quantile (None: ``quantile: auto``, the point forecast times the series' margin).
+    #: Bands by quantile (None: ``quantile: auto``, the point forecast, with the event margin near known events).
     bands: Mapping[float | None, FloatArray] = field(default_factory=dict)
     model: str | None = None
     mase: float | None = None

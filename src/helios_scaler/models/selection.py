@@ -63,6 +63,18 @@ SCORING_SPAN = timedelta(days=7)
 #: Past origins inside known-event windows needed before an event margin is learnt, and its quantile.
 EVENT_MARGIN_MIN_ORIGINS = 50
 EVENT_MARGIN_QUANTILE = 0.8
+#: Most backtest origins whose errors ``auto`` keeps for its bands (spread evenly over the week).
+BAND_ORIGINS = 2000
+
+
+def _spread(n: int, count: int) -> IntArray:
+    """Up to ``count`` indices spread evenly over ``0..n - 1`` (ends included)."""
+    return np.linspace(0, max(0, n - 1), min(n, count)).astype(np.int64)
+
+
+def _window_max(point: FloatArray, window: int) -> FloatArray:
+    """What is served from each origin: the largest point forecast of the window, never below 0."""
+    return np.asarray(np.maximum(point[:, :window].max(axis=1), 0.0), dtype=np.float64)
 
 
 def candidates(name: str, step: timedelta, horizon: int, history_points: int) -> list[Forecaster]:
@@ -148,8 +160,9 @@ class FittedSeries:
     ) -> tuple[FloatArray, dict[float | None, FloatArray]]:
         """Point forecasts and bands from each origin, each of shape (origins, horizon).
 
-        ``None`` in ``quantiles`` is ``quantile: auto``: the point forecast times the margin.  With
-        ``events`` and learnt uplift curves, the known events' uplift multiplies the forecast."""
+        ``None`` in ``quantiles`` is ``quantile: auto``: the point forecast, times ``1 + event_margin`` on
+        origins near a known event.  With ``events`` and learnt uplift curves, the known events' uplift
+        multiplies the forecast."""
         mean = self.model.forecast_many(frame, origins, self.horizon)
         near_event: BoolArray | None = None
         if self.uplift is not None and events:
@@ -234,8 +247,7 @@ def scored_origins(frame: pl.DataFrame, first: int, last: int, horizon: int, cou
         touched = np.convolve(hole, np.ones(horizon, dtype=int))[horizon - 1 :][: len(hole)] > 0
         clear = candidates[~touched[candidates]]
         candidates = clear if len(clear) else candidates
-    picks = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).astype(np.int64)
-    return np.unique(candidates[picks])
+    return np.unique(candidates[_spread(len(candidates), count)])
 
 
 def select_and_fit(
@@ -367,7 +379,7 @@ def _with_margins(
     against what followed.  The event margin is only measured on forecasts that had the uplift: without
     it, it would measure the uplift itself."""
     y = values(frame)
-    served = np.maximum(point[:, :window].max(axis=1), 0.0)
+    served = _window_max(point, window)
     event_margin = 0.0
     if near is not None:
         truth = _window_truth(y, origins, window)
@@ -415,7 +427,12 @@ def _select_by_cost(
     if scored is not None:
         known &= scored
     truth_end = y[np.minimum(at_end, n - 1)]
-    persistence_mae = float(np.mean(np.abs(truth_end[known] - y[origins[known] - 1]))) if known.any() else None
+
+    def end_mae(forecast_at_end: FloatArray) -> float | None:
+        """Mean absolute error at the served window's last step, over the origins whose truth is known."""
+        return float(np.mean(np.abs(truth_end[known] - forecast_at_end[known]))) if known.any() else None
+
+    persistence_mae = end_mae(y[origins - 1])
     results: list[tuple[float, Forecaster, FloatArray]] = []
     failures: list[str] = []
     for candidate in candidates(AUTO, step, horizon, n):
@@ -428,10 +445,10 @@ def _select_by_cost(
         if lift is not None:
             point = point * lift
         if target is not None:
-            served = np.maximum(point[:, :window].max(axis=1), 0.0)
-            score = cost_at_slo(served, y[origins], target, scored)[0]
+            score = cost_at_slo(_window_max(point, window), y[origins], target, scored)[0]
         else:
-            score = float(np.mean(np.abs(truth_end[known] - point[known, window - 1]))) if known.any() else 0.0
+            mae = end_mae(point[:, window - 1])
+            score = 0.0 if mae is None else mae
         results.append((score, candidate, point))
     if not results:
         raise ModelError("every candidate failed: " + "; ".join(failures))
@@ -441,16 +458,16 @@ def _select_by_cost(
         score, chosen, point = results[0]
     full = origins + horizon <= n
     errors = y[origins[full][:, None] + np.arange(horizon)[None, :]] - point[full]
-    keep = np.linspace(0, max(0, len(errors) - 1), min(len(errors), 2000)).astype(np.int64)
+    keep = _spread(len(errors), BAND_ORIGINS)
     errors, forecasts = errors[keep], point[full][keep]
     if len(errors) == 0:
         raise ModelError(f"history of {n} points is too short for a {horizon}-step backtest")
     # The bands are calibrated on what is served: the window maximum, against the window's largest load.
-    served = np.maximum(point[:, :window].max(axis=1), 0.0)
+    served = _window_max(point, window)
     truth = _window_truth(y, origins, window)
     usable = np.isfinite(truth) & (True if scored is None else scored)
     picks = np.flatnonzero(usable)
-    picks = picks[np.linspace(0, max(0, len(picks) - 1), min(len(picks), 2000)).astype(np.int64)]
+    picks = picks[_spread(len(picks), BAND_ORIGINS)]
     if len(picks):
         excess = np.repeat((truth[picks] - served[picks])[:, None], horizon, axis=1)
         sizes = np.repeat(served[picks][:, None], horizon, axis=1)
@@ -472,7 +489,7 @@ def _select_by_cost(
         mae=float(np.mean(np.abs(errors))),
         naive_mae=naive_mae,
         persistence_mae=persistence_mae,
-        lead_mae=float(np.mean(np.abs(truth_end[known] - point[known, window - 1]))) if known.any() else None,
+        lead_mae=end_mae(point[:, window - 1]),
         scores=tuple((model.alias, float(value)) for value, model, _ in results),
     )
     return _with_margins(fitted, frame, origins, point, window, target, uplift, near)
