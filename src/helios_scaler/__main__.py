@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,18 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay_history(start: str | None) -> timedelta:
     """The history before the replay's first shown trace time (``--replay-start``)."""
+    from helios_scaler.events.calendar import TIME_ACCEPTED, parse_time
     from helios_scaler.source.replay import load_trace
 
     first: datetime = load_trace()["ds"][0]
     if start is None:
         return timedelta(days=7)
-    try:
-        moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--replay-start {start!r} is not ISO 8601 (e.g. 1998-06-17T15:20:00Z)") from None
-    if moment.tzinfo is None:
-        raise ConfigError(f"--replay-start {start!r} needs a UTC offset or Z (e.g. 1998-06-17T15:20:00Z)")
-    moment = moment.astimezone(UTC)
+    try:  # the same rule as a calendar's times: ISO 8601 with a UTC offset or Z
+        moment = parse_time(start)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"--replay-start {start!r} is not valid; accepted: {TIME_ACCEPTED}") from None
     history = moment - first
     if not timedelta(days=1) <= history <= timedelta(days=14):
         raise ConfigError(f"--replay-start {start!r} must lie from 1998-06-11 to 1998-06-24 (the bundled trace)")
