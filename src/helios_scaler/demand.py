@@ -21,9 +21,6 @@ from helios_scaler.source.base import Source
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.trigger import ScalerMetadata, SeriesKey, Target
 
-#: How often the calendar files are looked at for changes (a ConfigMap update takes about a minute anyway).
-CALENDAR_RECHECK_SECONDS = 30.0
-
 
 @dataclass(frozen=True)
 class Subscription:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from helios_scaler.demand import CALENDAR_RECHECK_SECONDS, SeriesDemand, Subscriptions, series_id
+from helios_scaler.demand import SeriesDemand, Subscriptions, series_id
 from helios_scaler.errors import HeliosError, ModelError, NoData
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: How long staged states wait so that a burst of refreshes becomes one snapshot swap.
 PUBLISH_COALESCE_SECONDS = 0.05
+#: How often the calendar files are looked at for changes (a ConfigMap update takes about a minute anyway).
+CALENDAR_RECHECK_SECONDS = 30.0
 
 
 @dataclass
