@@ -77,6 +77,11 @@ class Trace:
     calendar: Path | None = None
 
 
+def capacity_per_pod(y: np.ndarray[Any, np.dtype[np.float64]]) -> float:
+    """The threshold every trace is run with: its 99th percentile / 30 (30 pods at its p99)."""
+    return float(np.percentile(y, 99)) / PODS_AT_P99 or 1.0
+
+
 def traces(quick: bool) -> list[Trace]:
     nab = TRACES / "nab" / "data"
     cloudwatch = sorted((nab / "realAWSCloudwatch").glob("*.csv"))
@@ -121,8 +126,7 @@ def run_trace(trace: Trace, settings: Settings, workers: int, accuracy: bool) ->
     step = infer_step(source.frame)
     frame, clean = load(source, trace.name, source.frame["ds"][0], source.frame["ds"][-1], step)
     y = frame["y"].to_numpy()
-    # Capacity per pod: the trace's 99th percentile / 30 (30 pods at its p99), for every trace.
-    threshold = float(np.percentile(y, 99)) / PODS_AT_P99 or 1.0
+    threshold = capacity_per_pod(y)
     # Seven days only train, or half the trace where it is shorter than two weeks (one NAB file has 4 days).
     span = frame["ds"][-1] - frame["ds"][0]
     warmup = min(WARMUP, span / 2 // timedelta(hours=1) * timedelta(hours=1))
@@ -283,7 +287,7 @@ def speed(repeat: int, settings: Settings, workers: int) -> dict[str, Any]:
     source = CsvSource(trace)
     step = infer_step(source.frame)
     frame, clean = load(source, "worldcup98", source.frame["ds"][0], source.frame["ds"][-1], step)
-    threshold = float(np.percentile(frame["y"].to_numpy(), 99)) / PODS_AT_P99
+    threshold = capacity_per_pod(frame["y"].to_numpy())
     events = tuple(load_calendar(CALENDAR).events)
     configs = {
         model: BacktestConfig(

@@ -81,6 +81,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from _machine import cpu_model, git_commit, machine_jiffies, proc_cpu_seconds
+from bench_backtest import capacity_per_pod
 
 from helios_scaler.features.pipeline import align_to_grid
 from helios_scaler.features.schema import DS, Y
@@ -156,8 +157,7 @@ def rss_bytes() -> int:
 
 
 def fit_one(frame: pl.DataFrame, model: str) -> FittedSeries:
-    threshold = float(np.percentile(frame["y"].to_numpy(), 99)) / 30 or 1.0
-    target = Target(threshold=threshold, step=STEP, startup=LEAD)
+    target = Target(threshold=capacity_per_pod(frame["y"].to_numpy()), step=STEP, startup=LEAD)
     return select_and_fit(frame, STEP, HORIZON, model=model, window=WINDOW, target=target)
 
 
