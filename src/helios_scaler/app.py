@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from helios_scaler.config import Settings
-from helios_scaler.demand import Subscriptions
+from helios_scaler.demand import Quotas, Subscriptions
+from helios_scaler.errors import ConfigError
 from helios_scaler.events.calendar import CalendarSet
 from helios_scaler.serving.keda import ExternalScalerService
 from helios_scaler.serving.server import GrpcServer, HttpServer
+from helios_scaler.source.prometheus import normalize_url
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore
 from helios_scaler.telemetry import Telemetry
@@ -63,6 +65,26 @@ def readiness(store: ForecastStore, stale_after: timedelta, clock: Callable[[], 
     return True, f"ready: {len(fresh)} of {len(states)} series fresh"
 
 
+def quotas(settings: Settings, resolver: SourceResolver) -> Quotas:
+    """The server's and each namespace's limits; ConfigError for a namespace bound to an address not allowed."""
+    allowed = set(resolver.allowed_addresses)
+    bound: dict[str, set[str]] = {}
+    for namespace, url in settings.namespace_server_addresses:
+        address = normalize_url(url)
+        if address not in allowed:
+            raise ConfigError(
+                f"setting namespace_server_addresses: {namespace}={url} names an address that is neither "
+                f"prometheus_url nor in allowed_server_addresses (allowed: {', '.join(sorted(allowed)) or 'none'})"
+            )
+        bound.setdefault(namespace, set()).add(address)
+    return Quotas(
+        max_series=settings.max_series,
+        series_per_namespace=settings.max_series_per_namespace,
+        scaledobjects_per_namespace=settings.max_scaledobjects_per_namespace,
+        namespace_sources={namespace: frozenset(urls) for namespace, urls in bound.items()},
+    )
+
+
 def build(
     settings: Settings,
     resolver: SourceResolver,
@@ -73,7 +95,7 @@ def build(
     store = ForecastStore()
     subscriptions = Subscriptions(
         resolver,
-        settings.max_series,
+        quotas(settings, resolver),
         settings.refresh_interval,
         calendars=calendars or CalendarSet(settings.calendar_dir),
     )
@@ -87,6 +109,7 @@ def build(
         executor=process_pool(settings.training_workers),
         repository=NoRepository(),
         events=telemetry,
+        fetches_per_source=settings.max_fetches_per_source,
     )
     service = ExternalScalerService(store, subscriptions, settings.stale_after, clock)
     grpc_server = GrpcServer(service, telemetry, f"{settings.bind_address}:{settings.grpc_port}")

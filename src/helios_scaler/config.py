@@ -80,6 +80,23 @@ class Settings:
     )
     training_workers: int = field(default=1, metadata={"help": "processes that fit models in the background"})
     max_series: int = field(default=1000, metadata={"help": "most distinct series the server tracks"})
+    max_series_per_namespace: int = field(
+        default=250,
+        metadata={"help": "most distinct series one namespace's ScaledObjects may make the server track (0: no limit)"},
+    )
+    max_scaledobjects_per_namespace: int = field(
+        default=1000, metadata={"help": "most ScaledObject triggers one namespace may register (0: no limit)"}
+    )
+    namespace_server_addresses: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "help": "namespace=URL pairs (comma-separated): a namespace listed may read only from its URLs "
+            "(each the prometheus_url or in allowed_server_addresses); namespaces not listed: any allowed address"
+        },
+    )
+    max_fetches_per_source: int = field(
+        default=2, metadata={"help": "range queries in flight at once per Prometheus (a slow one cannot starve others)"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
     shutdown_grace: timedelta = field(
@@ -98,6 +115,23 @@ def _base_url(text: str) -> str:
     return url
 
 
+def _namespace_pairs(raw: Any) -> tuple[tuple[str, str], ...]:
+    """``ns=url,ns=url`` (or a YAML mapping of namespace to a URL or a list of URLs) → sorted pairs."""
+    if isinstance(raw, Mapping):
+        items = [f"{ns}={url}" for ns, urls in raw.items() for url in ([urls] if isinstance(urls, str) else urls)]
+    else:
+        items = raw.split(",") if isinstance(raw, str) else [str(item) for item in raw]
+    pairs = []
+    for item in (str(each).strip() for each in items):
+        if not item:
+            continue
+        namespace, equals, url = item.partition("=")
+        if not equals or not namespace.strip():
+            raise ValueError(f"{item!r} is not namespace=URL")
+        pairs.append((namespace.strip(), _base_url(url.strip())))
+    return tuple(sorted(set(pairs)))
+
+
 def _convert(name: str, raw: Any) -> Any:
     """Convert one raw value (YAML scalar or string) to the field's type."""
     default = FIELDS[name].default
@@ -106,6 +140,8 @@ def _convert(name: str, raw: Any) -> Any:
         if name == "allowed_server_addresses":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(_base_url(str(item).strip()) for item in items if str(item).strip())
+        if name == "namespace_server_addresses":
+            return _namespace_pairs(raw)
         if raw is None:
             if default is None:
                 return None
@@ -116,8 +152,10 @@ def _convert(name: str, raw: Any) -> Any:
             value = int(raw)
             if name.endswith("_port") and not 0 <= value <= 65535:
                 raise ValueError("ports are 0-65535")
-            if name in ("training_workers", "max_series") and value < 1:
+            if name in ("training_workers", "max_series", "max_fetches_per_source") and value < 1:
                 raise ValueError("must be at least 1")
+            if name in ("max_series_per_namespace", "max_scaledobjects_per_namespace") and value < 0:
+                raise ValueError("must be 0 (no limit) or more")
             return value
         if isinstance(default, timedelta):
             duration = parse_duration(str(raw))

@@ -31,8 +31,7 @@ class SeriesState:
     #: Time and value of the newest observation (None before the first successful fetch).
     observed_at: datetime | None = None
     last_value: float | None = None
-    #: When the newest observation was first fetched (for freshness: a source that keeps answering
-    #: with the same old points is not fresh).
+    #: When the newest observation was first fetched (reported; freshness is judged by ``observed_at``).
     fetched_at: datetime | None = None
     #: Forecast for the steps ``forecast_origin + k * step``, k = 1..len(mean); ``forecast_origin`` is
     #: the newest observation the forecast knew (it lags ``observed_at`` until the next refresh).
@@ -53,8 +52,12 @@ class SeriesState:
         return self.mean is not None and self.forecast_origin is not None
 
     def is_fresh(self, now: datetime, stale_after: timedelta) -> bool:
-        """A new observation arrived within ``stale_after`` (plus one step: points come a step apart)."""
-        return self.fetched_at is not None and now - self.fetched_at <= stale_after + self.step
+        """The newest *sample* is at most ``stale_after`` old (plus one step: points come a step apart).
+
+        Judged by the sample's own time, not by when it was fetched: a target that stopped
+        before the series was registered, or data that lag a day, are stale however recently
+        the source answered."""
+        return self.observed_at is not None and now - self.observed_at <= stale_after + self.step
 
 
 class TrainingEvents:

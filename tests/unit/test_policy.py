@@ -109,10 +109,19 @@ def test_quantile_without_a_band_serves_the_observation() -> None:
     assert decision.reason == Reason.WARMING_UP
 
 
-def test_forecast_too_short_with_a_fresh_fetch_is_stale_forecast() -> None:
-    # The data is 20 minutes old but was fetched 10 s ago (the source lags): 25 steps needed.
+def test_lagging_data_fetched_just_now_is_not_ready() -> None:
+    # The newest sample is 20 minutes old although it was fetched 10 s ago (the source lags, or the target
+    # stopped): freshness is judged by the sample's time, so it is stale and the forecast does not cover it.
+    # (Served as STALE_FORECAST before: freshness was judged by the fetch time.)
     now = OBSERVED_AT + timedelta(minutes=20)
-    decision = decide(state(fetched_at=now - timedelta(seconds=10)), META, now, STALE_AFTER)
+    with pytest.raises(NotReady, match="stale"):
+        decide(state(fetched_at=now - timedelta(seconds=10)), META, now, STALE_AFTER)
+
+
+def test_forecast_too_short_with_fresh_data_is_stale_forecast() -> None:
+    # A fresh sample but a forecast made 20 minutes ago (retraining stuck): the observation is served.
+    now = OBSERVED_AT + timedelta(minutes=20)
+    decision = decide(state(observed_at=now - MINUTE, forecast_origin=OBSERVED_AT), META, now, STALE_AFTER)
     assert decision == Decision(180.0, Reason.STALE_FORECAST, None, 180.0)
 
 
@@ -132,18 +141,15 @@ def test_warming_up_with_a_stale_fetch_is_not_ready() -> None:
         decide(state(mean=None, bands={}), META, NOW + timedelta(minutes=6), STALE_AFTER)
 
 
-def test_stale_fetch_boundary() -> None:
-    """Fresh while a new point arrived within stale_after plus one step (points come a step apart)."""
-    fetched = OBSERVED_AT
-    fresh = decide(state(mean=None, bands={}, fetched_at=fetched), META, fetched + STALE_AFTER + MINUTE, STALE_AFTER)
+def test_stale_sample_boundary() -> None:
+    """Fresh while the newest sample is at most stale_after plus one step old (points come a step apart),
+    whenever it was fetched."""
+    sampled = OBSERVED_AT
+    fetched = {"mean": None, "bands": {}, "fetched_at": sampled + STALE_AFTER}
+    fresh = decide(state(**fetched), META, sampled + STALE_AFTER + MINUTE, STALE_AFTER)
     assert fresh.reason == Reason.WARMING_UP
     with pytest.raises(NotReady):
-        decide(
-            state(mean=None, bands={}, fetched_at=fetched),
-            META,
-            fetched + STALE_AFTER + MINUTE + timedelta(microseconds=1),
-            STALE_AFTER,
-        )
+        decide(state(**fetched), META, sampled + STALE_AFTER + MINUTE + timedelta(microseconds=1), STALE_AFTER)
 
 
 def test_the_window_counts_from_the_forecast_origin_not_the_newest_point() -> None:

@@ -3,6 +3,8 @@ fetched points, restarting after a long gap, freshness, retry back-off, checkpoi
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
@@ -13,13 +15,13 @@ import polars as pl
 import pytest
 
 from helios_scaler.demand import SeriesDemand, Subscriptions
-from helios_scaler.errors import ModelError
+from helios_scaler.errors import ModelError, SourceError, SourceUnavailable
 from helios_scaler.features.schema import DS, HOLE, Y
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
 from helios_scaler.training.checkpoint import Checkpoint
 from helios_scaler.training.executor import InlineExecutor
-from helios_scaler.training.loop import Trainer, fetch_and_clean
+from helios_scaler.training.loop import MAX_BACKOFF_SECONDS, Trainer, fetch_and_clean
 from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
 STEP = timedelta(minutes=1)
@@ -175,7 +177,7 @@ def harness() -> Iterator[Harness]:
 
 async def test_a_source_repeating_old_points_goes_stale(harness: Harness) -> None:
     """A target that stopped: Prometheus keeps answering with the same old points. Freshness is
-    when the newest point was first fetched, so the series goes stale instead of serving the old
+    judged by the newest sample's time, so the series goes stale instead of serving the old
     value forever."""
     source = harness.source
     state = await harness.tick()
@@ -238,3 +240,132 @@ async def test_a_fit_is_checkpointed_and_a_new_trainer_starts_from_it() -> None:
         assert state.forecast_origin == T0 + 105 * STEP  # caught up with the new points
     finally:
         second.trainer.close()
+
+
+class FailingSource(StoredSource):
+    """A StoredSource whose fetches raise ``error`` while it is set (counting every fetch)."""
+
+    def __init__(self, frame: pl.DataFrame, clock: datetime) -> None:
+        super().__init__(frame, clock)
+        self.error: Exception | None = None
+        self.fetches = 0
+
+    def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
+        self.fetches += 1
+        if self.error is not None:
+            raise self.error
+        return super().fetch(query, start, end, step)
+
+
+@pytest.fixture
+def failing() -> Iterator[Harness]:
+    made = Harness(FailingSource(grid(0, 100), T0 + 100 * STEP))
+    yield made
+    made.trainer.close()
+
+
+async def test_an_unexpected_exception_is_a_typed_error_and_the_series_recovers(failing: Harness) -> None:
+    """A source raising something no source should (a malformed answer tripping a TypeError): the series
+    shows a typed SourceError (UNAVAILABLE on the RPC), the failure is counted, and it recovers by itself."""
+    source = failing.source
+    assert isinstance(source, FailingSource)
+    source.error = TypeError("'int' object is not iterable")
+    state = await failing.tick()
+    assert isinstance(state.error, SourceError)
+    assert "TypeError" in str(state.error) and "'load'" in str(state.error)
+    source.error = None
+    state = await failing.tick(MAX_BACKOFF_SECONDS + 1)
+    assert state.error is None and state.observed_at == T0 + 100 * STEP
+
+
+async def test_failing_fetches_back_off_and_reset_on_success(failing: Harness) -> None:
+    """A failing query is not re-fetched every refresh forever: the wait doubles (with jitter, at most
+    five minutes) and a success brings the normal interval back."""
+    source = failing.source
+    assert isinstance(source, FailingSource)
+    source.error = SourceUnavailable("connection refused")
+    await failing.tick()
+    fetches = [source.fetches]
+    for _ in range(40):  # 40 normal intervals: 20 minutes
+        await failing.tick(REFRESH_SECONDS)
+        fetches.append(source.fetches)
+    assert fetches[-1] - fetches[0] <= 10  # without back-off: 40 fetches
+    source.error = None
+    await failing.tick(MAX_BACKOFF_SECONDS)
+    recovered = source.fetches
+    for _ in range(5):
+        await failing.tick(NEXT_REFRESH)
+    assert source.fetches - recovered == 5
+
+
+async def test_samples_after_the_query_end_are_dropped(harness: Harness) -> None:
+    """A sample stamped in the future (years ahead) must not make every later fetch fail with
+    'start is after end': it is dropped, and the next fetch starts from the real newest point."""
+    source = harness.source
+    future = pl.DataFrame({DS: [datetime(3000, 1, 1, tzinfo=UTC)], Y: [5.0]}).with_columns(
+        pl.col(DS).cast(pl.Datetime("us", "UTC"))
+    )
+    frame, _ = fetch_and_clean(demand(source), pl.DataFrame())
+    unfiltered = StoredSource(pl.concat([source.frame, future]), source.clock)
+    unfiltered.fetch = lambda query, start, end, step: unfiltered.frame  # type: ignore[method-assign]
+    appended, _ = fetch_and_clean(demand(unfiltered), frame)
+    assert appended[DS][-1] == T0 + 100 * STEP
+    unfiltered.frame = pl.concat([grid(0, 101), future])
+    unfiltered.clock += STEP
+    again, _ = fetch_and_clean(demand(unfiltered), appended)
+    assert again[DS][-1] == T0 + 101 * STEP
+
+
+class GatedSource(StoredSource):
+    """A StoredSource whose fetches block until ``gate`` is set (a Prometheus that stopped answering)."""
+
+    def __init__(self, name: str, frame: pl.DataFrame, clock: datetime) -> None:
+        super().__init__(frame, clock)
+        self.name = name
+        self.gate = threading.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def fetch(self, query: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self.gate.wait(10)
+            return super().fetch(query, start, end, step)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+async def test_a_stuck_source_cannot_starve_the_others() -> None:
+    """Six series on a Prometheus that never answers and one on a healthy one: the stuck source holds at
+    most max_fetches_per_source fetch threads, and the healthy series is fetched meanwhile."""
+    stuck = GatedSource("http://stuck:9090", grid(0, 100), T0 + 100 * STEP)
+    healthy = StoredSource(grid(0, 100), T0 + 100 * STEP)
+    resolver = SourceResolver(healthy, {stuck.name: stuck})  # type: ignore[dict-item,arg-type]
+    subscriptions = Subscriptions(resolver, 10, REFRESH)
+    for i in range(6):
+        meta = ScalerMetadata.parse({"query": f"stuck{i}", "threshold": "10", "serverAddress": stuck.name})
+        subscriptions.register("ns", f"stuck{i}", meta)
+    subscriptions.register("ns", "web", META)
+    store = ForecastStore()
+    trainer = Trainer(
+        subscriptions, store, REFRESH, timedelta(days=1), executor=InlineExecutor, fetch_workers=4, fetches_per_source=2
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(trainer.run(stop, tick=0.05))
+    try:
+        key = META.series_key(healthy.name)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            state = store.snapshot.get(key)
+            if state is not None and state.observed_at is not None:
+                break
+        assert state is not None and state.observed_at == T0 + 100 * STEP
+        assert stuck.most_in_flight == 2
+    finally:
+        stuck.gate.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from helios_scaler.demand import SeriesDemand, Subscriptions, series_id
-from helios_scaler.errors import HeliosError, ModelError, NoData
+from helios_scaler.errors import HeliosError, ModelError, NoData, SourceError
 from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 PUBLISH_COALESCE_SECONDS = 0.05
 #: How often the calendar files are looked at for changes (a ConfigMap update takes about a minute anyway).
 CALENDAR_RECHECK_SECONDS = 30.0
+#: Longest wait between fetches of a series whose fetches keep failing (exponential back-off, with jitter).
+MAX_BACKOFF_SECONDS = 300.0
 
 
 @dataclass
@@ -53,6 +55,10 @@ class _Work:
     next_refresh: float = 0.0
     next_retrain: float = 0.0
     busy: bool = False
+    #: Fetches failed in a row (the back-off grows with it; reset by a success).
+    failures: int = 0
+    #: The last error logged for this series (an error is logged once per change of state, not every cycle).
+    logged_error: str | None = None
 
 
 def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -67,9 +73,12 @@ def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.Dat
     if history.is_empty():
         start = end - demand.history
     else:
-        # Re-read a couple of steps: the newest points may have been incomplete.
-        start = history[DS][-1] - 2 * demand.step
+        # Re-read a couple of steps: the newest points may have been incomplete.  Never past ``end``:
+        # a history that reaches into the future (a clock moved back) is re-read from ``end``'s window.
+        start = min(history[DS][-1] - 2 * demand.step, end - demand.step)
     raw = source.fetch(demand.key.query, start, end, demand.step)
+    # A sample stamped after ``end`` (a bad clock, a hostile answer) would stop every later fetch.
+    raw = raw.filter(pl.col(DS) <= end)
     clean, report = align_to_grid(raw, demand.step)
     if clean.is_empty():
         raise NoData(
@@ -107,7 +116,8 @@ class Trainer:
         repository: ModelRepository | None = None,
         events: TrainingEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
-        fetch_workers: int = 4,
+        fetch_workers: int = 8,
+        fetches_per_source: int = 2,
     ) -> None:
         self._subs = subscriptions
         self._store = store
@@ -116,6 +126,10 @@ class Trainer:
         self._events = events or TrainingEvents()
         self._clock = clock
         self._io = ThreadPoolExecutor(fetch_workers, thread_name_prefix="helios-fetch")
+        # Per source, at most this many range queries in flight: a slow or failing Prometheus holds a few
+        # fetch threads (each for at most its query timeout), never all of them.
+        self._fetches_per_source = max(1, fetches_per_source)
+        self._source_slots: dict[str, asyncio.Semaphore] = {}
         self._executor = executor
         self._train = executor()
         self._repository = repository or NoRepository()
@@ -209,12 +223,16 @@ class Trainer:
         try:
             try:
                 await self._fetch(work, loop)
-            except HeliosError as exc:
-                self._events.fetch_failed(work.demand.key, work.demand.source.name, exc)
-                logger.warning("fetch failed for query %r: %s", work.demand.key.query, exc)
-                work.state = replace(work.state, error=exc)
+            except Exception as exc:  # typed, counted and shown on the RPC; the next cycle tries again
+                error = exc if isinstance(exc, HeliosError) else _unexpected(work, exc)
+                work.failures += 1
+                self._events.fetch_failed(work.demand.key, work.demand.source.name, error)
+                self._log_error(work, "fetch failed", error)
+                work.state = replace(work.state, error=error)
                 self._stage(work)
                 return
+            work.failures = 0
+            self._log_error(work, "fetch", None)
             self._stage(work)
             if work.frame.height < MIN_HISTORY_POINTS:
                 logger.info(
@@ -233,17 +251,39 @@ class Trainer:
                         self._io, fitted.forecast, frame, wanted.quantiles, wanted.events
                     )
                 except (HeliosError, ValueError, ArithmeticError) as exc:  # the last forecast ages, the error shows
-                    logger.warning("forecast failed for query %r: %s", work.demand.key.query, exc)
                     work.state = replace(work.state, error=ModelError(f"forecast failed: {exc}"))
+                    self._log_error(work, "forecast failed", work.state.error)
                     self._stage(work)
                     return
                 work.state = replace(work.state, forecast_origin=frame[DS][-1], mean=mean, bands=bands)
                 self._stage(work)
+        except Exception as exc:  # a defect, not a data problem: shown on the RPC, logged, never lost in a task
+            error = ModelError(f"refresh failed: {type(exc).__name__}: {exc}")
+            self._log_error(work, "refresh failed", error)
+            work.state = replace(work.state, error=error)
+            self._stage(work)
         finally:
-            # Spread series over the interval so 1,000 of them don't all refresh in one tick.
-            spread = self._jitter.uniform(0, 0.1 * self._refresh)
-            work.next_refresh = self._clock() + self._refresh + spread
+            work.next_refresh = self._clock() + self._next_wait(work.failures)
             work.busy = False
+
+    def _next_wait(self, failures: int) -> float:
+        """Seconds until the next refresh: the interval plus up to 10 % (so 1,000 series don't all refresh
+        in one tick); after failures, an exponential back-off with full jitter, at most 5 minutes."""
+        if failures == 0:
+            return self._refresh + self._jitter.uniform(0, 0.1 * self._refresh)
+        backoff = min(self._refresh * 2.0 ** (failures - 1), max(MAX_BACKOFF_SECONDS, self._refresh))
+        return self._jitter.uniform(self._refresh, max(self._refresh, backoff))
+
+    def _log_error(self, work: _Work, what: str, error: Exception | None) -> None:
+        """Log an error once per change of state (and the recovery), not on every cycle."""
+        text = None if error is None else str(error)
+        if text == work.logged_error:
+            return
+        if text is None:
+            logger.info("query %r recovered", work.demand.key.query)
+        else:
+            logger.warning("%s for query %r: %s", what, work.demand.key.query, text)
+        work.logged_error = text
 
     def _stage(self, work: _Work) -> None:
         """Queue a series' new state; a burst of refreshes is published as one snapshot swap."""
@@ -266,7 +306,12 @@ class Trainer:
 
     async def _fetch(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
-        frame, raw_rows = await loop.run_in_executor(self._io, fetch_and_clean, work.demand, work.frame)
+        source = work.demand.source.name
+        slots = self._source_slots.get(source)
+        if slots is None:
+            slots = self._source_slots[source] = asyncio.Semaphore(self._fetches_per_source)
+        async with slots:
+            frame, raw_rows = await loop.run_in_executor(self._io, fetch_and_clean, work.demand, work.frame)
         work.frame = frame
         newest = frame[DS][-1]
         advanced = work.state.observed_at is None or newest > work.state.observed_at
@@ -335,3 +380,13 @@ class Trainer:
             f"; margin meeting the SLO {margin}" if margin else "",
             f"; fallback: {fitted.fallback_reason}" if fitted.fallback_reason else "",
         )
+
+
+def _unexpected(work: _Work, exc: Exception) -> SourceError:
+    """An exception no source should raise, as the typed error the RPC shows (the traceback is logged once)."""
+    logger.debug("unexpected fetch failure for query %r", work.demand.key.query, exc_info=exc)
+    detail = str(exc)
+    detail = detail if len(detail) <= 300 else detail[:300] + "…"
+    return SourceError(
+        f"reading query {work.demand.key.query[:200]!r} failed unexpectedly: {type(exc).__name__}: {detail}"
+    )
