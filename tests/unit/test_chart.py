@@ -429,6 +429,23 @@ def test_service_monitor_and_pdb_are_off_by_default(chart: helm.Chart) -> None:
     manifests = render(chart, {})
     assert "ServiceMonitor" not in manifests
     assert "PodDisruptionBudget" not in manifests
+    assert "NetworkPolicy" not in manifests
+
+
+def test_network_policy_admits_keda_on_grpc_and_monitoring_on_http(chart: helm.Chart) -> None:
+    values = full_values()
+    manifests = render(chart, values)
+    policy = manifests["NetworkPolicy"]["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"].items()
+        <= manifests["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in policy["ingress"]}
+    assert by_port["grpc"] == values["networkPolicy"]["grpcFrom"]
+    assert by_port["http"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ports = {port["name"] for port in container(manifests)["ports"]}
+    assert by_port.keys() <= ports
 
 
 def test_service_monitor_with_full_values(chart: helm.Chart) -> None:
