@@ -110,6 +110,7 @@ def build(
         repository=NoRepository(),
         events=telemetry,
         fetches_per_source=settings.max_fetches_per_source,
+        fit_slots=settings.training_workers,
     )
     service = ExternalScalerService(store, subscriptions, settings.stale_after, clock)
     grpc_server = GrpcServer(service, telemetry, f"{settings.bind_address}:{settings.grpc_port}")

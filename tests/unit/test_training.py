@@ -21,7 +21,7 @@ from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
 from helios_scaler.training.checkpoint import Checkpoint
 from helios_scaler.training.executor import InlineExecutor
-from helios_scaler.training.loop import MAX_BACKOFF_SECONDS, Trainer, fetch_and_clean
+from helios_scaler.training.loop import MAX_BACKOFF_SECONDS, Trainer, _PriorityGate, fetch_and_clean
 from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
 STEP = timedelta(minutes=1)
@@ -369,3 +369,78 @@ async def test_a_stuck_source_cannot_starve_the_others() -> None:
         stuck.gate.set()
         stop.set()
         await asyncio.wait_for(running, 10)
+
+
+class HeldExecutor(InlineExecutor):
+    """Holds every fit until the test releases it (a training pool busy with other series)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Callable[[], Any], Future[Any]]] = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self.held.append((lambda: fn(*args, **kwargs), future))
+        return future
+
+    def release_all(self) -> None:
+        held, self.held = self.held, []
+        for job, future in held:
+            future.set_result(job())
+
+
+async def test_a_series_waiting_for_its_first_fit_keeps_being_fetched() -> None:
+    """Never stale because of a queue: while the first fit waits for a worker, refreshes go on fetching,
+    so the series is fresh and served its observation (warming up), then its forecast once fitted."""
+    source = StoredSource(grid(0, 100), T0 + 100 * STEP)
+    store = ForecastStore()
+    executor = HeldExecutor()
+    subscriptions = Subscriptions(SourceResolver(source, {}), 10, REFRESH)  # type: ignore[arg-type]
+    subscriptions.register("ns", "web", META)
+    key = META.series_key(source.name)
+    clock = [0.0]
+    trainer = Trainer(
+        subscriptions, store, REFRESH, timedelta(days=1), executor=lambda: executor, clock=lambda: clock[0]
+    )
+    try:
+        await trainer._schedule()
+        for minute in range(1, 11):  # ten minutes of refreshes while the fit is held
+            await asyncio.sleep(0.1)
+            source.frame, source.clock = grid(0, 100 + minute), T0 + (100 + minute) * STEP
+            clock[0] += 60
+            await trainer._schedule()
+        await asyncio.sleep(0.1)
+        state = store.snapshot.get(key)
+        assert state is not None and state.observed_at >= T0 + 109 * STEP  # the last refresh may be in flight
+        assert state.is_fresh(source.clock, timedelta(minutes=5)) and not state.has_forecast
+        assert len(executor.held) == 1  # one fit queued, not one per refresh
+        executor.release_all()
+        await trainer.tick()
+        state = store.snapshot.get(key)
+        assert state is not None and state.has_forecast and state.forecast_origin >= T0 + 109 * STEP
+    finally:
+        trainer.close()
+
+
+async def test_first_fits_go_before_retrains() -> None:
+    """The training gate lets waiters in by priority: a series without a model (0) before a retrain (1),
+    arrivals in order within a priority; a cancelled waiter gives its place up."""
+    gate = _PriorityGate(1)
+    order: list[str] = []
+
+    async def fit(name: str, priority: int) -> None:
+        await gate.acquire(priority)
+        order.append(name)
+        await asyncio.sleep(0)
+        gate.release()
+
+    await gate.acquire(1)  # a slot busy with some fit
+    retrain_a = asyncio.create_task(fit("retrain a", 1))
+    retrain_b = asyncio.create_task(fit("retrain b", 1))
+    cancelled = asyncio.create_task(fit("cancelled", 0))
+    await asyncio.sleep(0)
+    first = asyncio.create_task(fit("first fit", 0))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    gate.release()
+    await asyncio.gather(retrain_a, retrain_b, first)
+    assert order == ["first fit", "retrain a", "retrain b"]

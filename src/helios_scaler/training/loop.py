@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -55,6 +58,8 @@ class _Work:
     next_refresh: float = 0.0
     next_retrain: float = 0.0
     busy: bool = False
+    #: A fit of this series is queued or running (it runs beside the refreshes, which keep fetching).
+    fitting: bool = False
     #: Fetches failed in a row (the back-off grows with it; reset by a success).
     failures: int = 0
     #: The last error logged for this series (an error is logged once per change of state, not every cycle).
@@ -97,6 +102,42 @@ def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.Dat
     return append_new(history, clean, int(demand.history / demand.step), demand.step), raw.height
 
 
+class _PriorityGate:
+    """At most ``slots`` holders at once; waiters are let in by priority (lower first), then arrival.
+
+    Fits wait here rather than in the process pool's FIFO queue, so a series KEDA asks about and that has
+    no model yet goes before re-training one that already serves forecasts."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = max(1, slots)
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # the slot was handed over just as we were cancelled
+                self.release()
+            else:
+                self._waiting = [entry for entry in self._waiting if entry[2] is not turn]
+                heapq.heapify(self._waiting)
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)  # the slot passes straight to the waiter
+                return
+        self._free += 1
+
+
 def floor_time(moment: datetime, step: timedelta) -> datetime:
     """``moment`` rounded down to a multiple of ``step`` since the epoch."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,6 +159,7 @@ class Trainer:
         clock: Callable[[], float] = time.monotonic,
         fetch_workers: int = 8,
         fetches_per_source: int = 2,
+        fit_slots: int = 1,
     ) -> None:
         self._subs = subscriptions
         self._store = store
@@ -130,6 +172,8 @@ class Trainer:
         # fetch threads (each for at most its query timeout), never all of them.
         self._fetches_per_source = max(1, fetches_per_source)
         self._source_slots: dict[str, asyncio.Semaphore] = {}
+        # Fits in the executor at once (its worker count): the rest wait by priority (see _PriorityGate).
+        self._fit_gate = _PriorityGate(fit_slots)
         self._executor = executor
         self._train = executor()
         self._repository = repository or NoRepository()
@@ -199,9 +243,7 @@ class Trainer:
             work.demand = wanted
             if not work.busy and now >= work.next_refresh:
                 work.busy = True
-                task = asyncio.create_task(self._cycle(work))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._cycle(work))
 
     def _start(self, key: SeriesKey, wanted: SeriesDemand) -> _Work:
         """A newly demanded series: from its checkpoint when the repository has one, else from nothing."""
@@ -242,21 +284,12 @@ class Trainer:
                     MIN_HISTORY_POINTS,
                 )
                 return
-            if self._retrain_due(work):
-                await self._fit(work, loop)
-            if work.fitted is not None:
-                fitted, frame, wanted = work.fitted, work.frame, work.demand
-                try:
-                    mean, bands = await loop.run_in_executor(
-                        self._io, fitted.forecast, frame, wanted.quantiles, wanted.events
-                    )
-                except (HeliosError, ValueError, ArithmeticError) as exc:  # the last forecast ages, the error shows
-                    work.state = replace(work.state, error=ModelError(f"forecast failed: {exc}"))
-                    self._log_error(work, "forecast failed", work.state.error)
-                    self._stage(work)
-                    return
-                work.state = replace(work.state, forecast_origin=frame[DS][-1], mean=mean, bands=bands)
-                self._stage(work)
+            if not work.fitting and self._retrain_due(work):
+                # The fit runs beside the refreshes: while it waits for a worker the series keeps being
+                # fetched and served (its observation while warming up, the previous model's forecast after).
+                work.fitting = True
+                self._spawn(self._fit_then_forecast(work))
+            await self._forecast(work, loop)
         except Exception as exc:  # a defect, not a data problem: shown on the RPC, logged, never lost in a task
             error = ModelError(f"refresh failed: {type(exc).__name__}: {exc}")
             self._log_error(work, "refresh failed", error)
@@ -265,6 +298,51 @@ class Trainer:
         finally:
             work.next_refresh = self._clock() + self._next_wait(work.failures)
             work.busy = False
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forecast(self, work: _Work, loop: asyncio.AbstractEventLoop) -> None:
+        """Forecast from the newest history with the fitted model (if any) and stage the result."""
+        if work.fitted is None:
+            return
+        fitted, frame, wanted = work.fitted, work.frame, work.demand
+        origin = frame[DS][-1]
+        try:
+            mean, bands = await loop.run_in_executor(self._io, fitted.forecast, frame, wanted.quantiles, wanted.events)
+        except (HeliosError, ValueError, ArithmeticError) as exc:  # the last forecast ages, the error shows
+            work.state = replace(work.state, error=ModelError(f"forecast failed: {exc}"))
+            self._log_error(work, "forecast failed", work.state.error)
+            self._stage(work)
+            return
+        newest = work.state.forecast_origin
+        if newest is not None and origin < newest and work.fitted is fitted:
+            return  # a refresh running alongside already forecast from newer points with this model
+        work.state = replace(work.state, forecast_origin=origin, mean=mean, bands=bands)
+        self._stage(work)
+
+    async def _fit_then_forecast(self, work: _Work) -> None:
+        """Wait for a training slot (first fits first), fit, then forecast with the new model at once."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self._fit_gate.acquire(0 if work.fitted is None else 1)
+            try:
+                if self._work.get(work.demand.key) is not work:
+                    return  # nobody asks for the series any more
+                await self._fit(work, loop)
+            finally:
+                self._fit_gate.release()
+            self._stage(work)
+            await self._forecast(work, loop)
+        except Exception as exc:  # as in _cycle: a defect is shown on the RPC and logged, never lost in a task
+            error = ModelError(f"training failed: {type(exc).__name__}: {exc}")
+            self._log_error(work, "training failed", error)
+            work.state = replace(work.state, error=error)
+            self._stage(work)
+        finally:
+            work.fitting = False
 
     def _next_wait(self, failures: int) -> float:
         """Seconds until the next refresh: the interval plus up to 10 % (so 1,000 series don't all refresh
