@@ -97,6 +97,13 @@ class Settings:
     max_fetches_per_source: int = field(
         default=2, metadata={"help": "range queries in flight at once per Prometheus (a slow one cannot starve others)"}
     )
+    max_answer_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata={
+            "help": "largest answer (bytes, after decompression) read from Prometheus for one range query; "
+            "a larger one is refused as SourceUnavailable (parsing peaks at about 10x this in memory)"
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
     shutdown_grace: timedelta = field(

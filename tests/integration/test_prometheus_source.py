@@ -30,6 +30,9 @@ pytestmark = pytest.mark.integration
 
 MINUTE = timedelta(minutes=1)
 
+#: The time of the one sample RecordingServer answers with.
+RECORDED_SAMPLE_TIME = datetime.fromtimestamp(1_700_000_000, UTC)
+
 
 @pytest.fixture(scope="module")
 def source(prometheus: PrometheusFixture) -> PrometheusSource:
@@ -178,7 +181,7 @@ def test_bearer_token_file_is_sent(recording_server: RecordingServer, tmp_path: 
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
     source = PrometheusSource(recording_server.url, bearer_token_file=token_file)
-    end = datetime(2023, 11, 14, 22, 20, tzinfo=UTC)
+    end = RECORDED_SAMPLE_TIME  # the stub's one sample lies in the asked range, as Prometheus' would
 
     frame = source.fetch("up", end - MINUTE, end, MINUTE)
 
@@ -194,7 +197,7 @@ def test_basic_auth_from_settings_is_sent(recording_server: RecordingServer, tmp
     password_file.write_text("hunter2")
     settings = Settings(prometheus_username="helios", prometheus_password_file=password_file)
     source = PrometheusSource.from_settings(recording_server.url, settings)
-    end = datetime(2023, 11, 14, 22, 20, tzinfo=UTC)
+    end = RECORDED_SAMPLE_TIME
 
     source.fetch("up", end - MINUTE, end, MINUTE)
 

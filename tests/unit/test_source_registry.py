@@ -109,7 +109,9 @@ def test_nothing_configured_refuses_everything() -> None:
         resolver.resolve("http://anything:9090")
 
 
-def test_from_settings_builds_prometheus_sources_with_shared_credentials(tmp_path: Path) -> None:
+def test_from_settings_binds_credentials_to_the_default_url(tmp_path: Path) -> None:
+    """The token goes to prometheus_url only: an allowlisted address gets no credentials (they could leak
+    to whoever runs it); both share the timeout."""
     token = tmp_path / "token"
     token.write_text("t0ken")
     settings = Settings(
@@ -127,6 +129,8 @@ def test_from_settings_builds_prometheus_sources_with_shared_credentials(tmp_pat
     thanos = resolver.resolve("http://thanos:10902")
     assert isinstance(thanos, PrometheusSource)
     assert thanos.timeout == timedelta(seconds=3)
+    assert "credentials=True" in repr(default)
+    assert "credentials=False" in repr(thanos)
     assert resolver.allowed_addresses == ("http://prometheus:9090", "http://thanos:10902")
 
 

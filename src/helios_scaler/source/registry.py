@@ -2,9 +2,14 @@
 
 A ScaledObject names its Prometheus with the ``serverAddress`` metadata key.  Letting any
 address through would let whoever can create a ScaledObject make the scaler send requests
-(with its credentials) anywhere, so only the default Prometheus and an explicit allowlist
-are accepted; anything else is :class:`~helios_scaler.errors.SourceNotAllowed`
-(``PERMISSION_DENIED``).
+anywhere, so only the default Prometheus and an explicit allowlist are accepted; anything
+else is :class:`~helios_scaler.errors.SourceNotAllowed` (``PERMISSION_DENIED``).
+
+Credentials are bound to their address: the bearer token, basic auth and client certificate
+of the settings go to ``prometheus_url`` only, never to an allowlisted address (a
+ScaledObject could otherwise pick which server receives them).  Allowlisted sources share
+the CA file, the timeout and the answer size limit.  Redirects are never followed, so a
+request cannot leave the address it was sent to.
 """
 
 from __future__ import annotations
@@ -49,21 +54,36 @@ class SourceResolver:
     def from_settings(cls, settings: Settings) -> SourceResolver:
         """Prometheus sources for ``prometheus_url`` and every ``allowed_server_addresses`` entry.
 
-        All share the same credentials, TLS files and timeout.  An allowlisted address equal
-        to the default URL reuses the default source.
+        Only the ``prometheus_url`` source gets the credentials (bearer token, basic auth,
+        client certificate); allowlisted sources get none.  All share the CA file, the
+        timeout and the answer size limit.  An allowlisted address equal to the default URL
+        reuses the default source (and so its credentials).
         """
         default = (
             None
             if settings.prometheus_url is None
             else PrometheusSource.from_settings(settings.prometheus_url, settings)
         )
+        has_credentials = any(
+            value is not None
+            for value in (
+                settings.prometheus_bearer_token_file,
+                settings.prometheus_username,
+                settings.prometheus_cert_file,
+            )
+        )
+        if default is None and has_credentials:
+            logger.warning(
+                "Prometheus credentials are configured but prometheus_url is not: they are sent nowhere "
+                "(allowlisted addresses never get credentials)"
+            )
         allowed: dict[str, Source] = {}
         for address in settings.allowed_server_addresses:
             key = normalize_url(address)
             if default is not None and key == default.name:
                 continue
             if key not in allowed:
-                allowed[key] = PrometheusSource.from_settings(address, settings)
+                allowed[key] = PrometheusSource.from_settings(address, settings, credentials=False)
         logger.info(
             "Prometheus sources: default=%s, allowed=%s",
             default.name if default is not None else "none",
