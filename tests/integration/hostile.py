@@ -4,7 +4,8 @@
 free port) that answers every ``/api/v1/query_range`` request the way its mode says, records
 each request in ``server.hits`` and is torn down (threads released) on exit.  The modes
 (see :data:`MODES`), with their keyword options (any mode also takes ``tls=True``: HTTPS with a
-certificate for 127.0.0.1 from a throw-away CA whose file is ``server.ca_file``):
+certificate for 127.0.0.1 from a throw-away CA whose file is ``server.ca_file``); setting
+``server.mode`` while it runs switches it (``server.mode = "ok"``: the fault ends):
 
 ``ok``               a valid answer: one series, ``value`` at every asked step (``labels``)
 ``by_query``         each request's PromQL text names the mode to use (``fetch("drip", ...)``)
@@ -195,7 +196,8 @@ def _serve(mode: str, options: dict[str, Any], target: Hostile | None) -> Iterat
             parts = urlsplit(self.path)
             params = {key: values[-1] for key, values in parse_qs(parts.query).items()}
             hostile.hits.append(Hit(parts.path, params, dict(self.headers.items())))
-            chosen = params.get("query", "ok") if mode == "by_query" else mode
+            current = hostile.mode  # tests may switch it while the server runs (a fault that ends)
+            chosen = params.get("query", "ok") if current == "by_query" else current
             getattr(self, f"_{chosen}", self._ok)(params)
 
         def _send(self, status: int, body: bytes, content_type: str = "application/json", **headers: str) -> None:

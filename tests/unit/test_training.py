@@ -4,6 +4,7 @@ fetched points, restarting after a long gap, freshness, retry back-off, checkpoi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -444,3 +445,22 @@ async def test_first_fits_go_before_retrains() -> None:
     gate.release()
     await asyncio.gather(retrain_a, retrain_b, first)
     assert order == ["first fit", "retrain a", "retrain b"]
+
+
+async def test_a_failure_is_logged_once_per_change_of_state(failing: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """The same failure every cycle (only its numbers change, e.g. the asked range) is logged once; a
+    different failure, and the recovery, are logged again."""
+    caplog.set_level(logging.INFO, logger="helios_scaler.training.loop")
+    source = failing.source
+    assert isinstance(source, FailingSource)
+    for minute in range(4):
+        source.error = SourceUnavailable(f"no answer for the range ending 12:{minute:02d}")
+        await failing.tick(MAX_BACKOFF_SECONDS + 1)
+    source.error = SourceUnavailable("HTTP 500 internal")
+    await failing.tick(MAX_BACKOFF_SECONDS + 1)
+    source.error = None
+    await failing.tick(MAX_BACKOFF_SECONDS + 1)
+    messages = [record.getMessage() for record in caplog.records if record.name == "helios_scaler.training.loop"]
+    failed = [message for message in messages if "fetch failed" in message]
+    assert len(failed) == 2 and "12:00" in failed[0] and "HTTP 500" in failed[1]
+    assert any("recovered" in message for message in messages)

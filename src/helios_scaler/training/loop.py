@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,8 @@ class _Work:
     fitting: bool = False
     #: Fetches failed in a row (the back-off grows with it; reset by a success).
     failures: int = 0
-    #: The last error logged for this series (an error is logged once per change of state, not every cycle).
+    #: The kind of the last error logged for this series (an error is logged once per change of state, not
+    #: every cycle).
     logged_error: str | None = None
 
 
@@ -355,13 +357,15 @@ class Trainer:
     def _log_error(self, work: _Work, what: str, error: Exception | None) -> None:
         """Log an error once per change of state (and the recovery), not on every cycle."""
         text = None if error is None else str(error)
-        if text == work.logged_error:
+        # The same failure with other numbers in it (the asked range moves every step) is no change of state.
+        kind = None if text is None else f"{type(error).__name__}: {re.sub(r'[0-9]+', '#', text)}"
+        if kind == work.logged_error:
             return
         if text is None:
             logger.info("query %r recovered", work.demand.key.query)
         else:
             logger.warning("%s for query %r: %s", what, work.demand.key.query, text)
-        work.logged_error = text
+        work.logged_error = kind
 
     def _stage(self, work: _Work) -> None:
         """Queue a series' new state; a burst of refreshes is published as one snapshot swap."""
