@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
-from helios_scaler import __version__
+from helios_scaler import __version__, logs
 from helios_scaler.config import ENV_PREFIX, FIELDS, Settings, load_settings
 from helios_scaler.errors import ConfigError, HeliosError
 
@@ -27,30 +31,91 @@ DEMO_METADATA = {"query": "worldcup98", "threshold": "1000", "leadTime": "5m", "
 logger = logging.getLogger("helios_scaler")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and exception)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+#: How long past the grace a stuck shutdown may run before the watchdog ends the process.
+HARD_EXIT_MARGIN_SECONDS = 1.0
 
 
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
+    """stderr, ``json`` or ``text``; the training workers log the same way (see :mod:`.logs`)."""
+    logs.configure_logging(settings.log_format, settings.log_level)
+
+
+class ShutdownDeadline:
+    """From the stop signal on, the process gets ``grace`` seconds to exit, always.
+
+    :meth:`arm` starts the clock (SIGTERM).  A shutdown still stuck ``grace`` plus a margin later
+    is ended by a watchdog thread (an error is logged, exit status 1).  When the server has
+    stopped, threads or child processes still running (a fetch from a Prometheus that never
+    answers) get until the deadline and are then abandoned (a warning, the normal exit status)
+    rather than joined by the interpreter for as long as they block.  Both ends use
+    ``os._exit`` after flushing the logs: the last resort, not the normal path.
+    """
+
+    def __init__(self, grace: float, margin: float = HARD_EXIT_MARGIN_SECONDS) -> None:
+        self.grace = grace
+        self._margin = margin
+        self._deadline: float | None = None
+        self._watchdog: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + self.grace
+        self._watchdog = threading.Timer(self.grace + self._margin, self._expired)
+        self._watchdog.name = "helios-shutdown-watchdog"
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def remaining(self) -> float:
+        self.arm()
+        assert self._deadline is not None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _expired(self) -> None:
+        logger.error(
+            "shutdown did not finish within the grace of %gs; exiting now (still running: %s)",
+            self.grace,
+            _describe_threads() or "only the main thread",
+        )
+        _hard_exit(1)
+
+    def abandon(self, what: str, code: int) -> NoReturn:
+        logger.warning("stopped; abandoning %s after the grace of %gs", what, self.grace)
+        _hard_exit(code)
+
+    def finish(self, code: int) -> int:
+        """Return ``code`` once nothing holds up the exit, or exit with it at the deadline."""
+        for thread in _blocking_threads():
+            thread.join(self.remaining())
+        for child in multiprocessing.active_children():  # joined by multiprocessing at exit
+            child.join(self.remaining())
+        blocked, children = _describe_threads(), multiprocessing.active_children()
+        if blocked or children:
+            self.abandon(
+                ", ".join(filter(None, [blocked, f"{len(children)} child process(es)" if children else ""])), code
+            )
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        return code
+
+
+def _blocking_threads() -> list[threading.Thread]:
+    """The threads the interpreter would wait for at exit."""
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+
+
+def _describe_threads() -> str:
+    return ", ".join(f"thread {t.name}" for t in _blocking_threads())
+
+
+def _hard_exit(code: int) -> NoReturn:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing more to save
+            stream.flush()
+    os._exit(code)
 
 
 def _add_server_options(parser: argparse.ArgumentParser, *, demo: bool) -> None:
@@ -119,14 +184,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"helios-scaler: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    deadline = ShutdownDeadline(settings.shutdown_grace.total_seconds())
+    return deadline.finish(_serve(args, settings, deadline))
+
+
+def _serve(args: argparse.Namespace, settings: Settings, deadline: ShutdownDeadline) -> int:
+    """``asyncio.run(_run(...))``, but its ending is bounded by ``deadline``."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    code = 1  # the exit status if an unexpected exception propagates
     try:
-        return asyncio.run(_run(args, settings))
+        code = loop.run_until_complete(_run(args, settings, deadline))
     except HeliosError as exc:
         logger.error("%s", exc)
-        return 2
+        code = 2
     except OSError as exc:
         logger.error("cannot start: %s", exc)
-        return 1
+        code = 1
+    finally:
+        try:
+            stuck = _settle(loop, deadline)
+            if stuck:
+                kinds = ", ".join(f"{count} x {name}" for name, count in sorted(collections.Counter(stuck).items()))
+                deadline.abandon(f"{len(stuck)} asyncio task(s) that did not end ({kinds})", code)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # also shuts the default executor down, without waiting
+    return code
+
+
+def _settle(loop: asyncio.AbstractEventLoop, deadline: ShutdownDeadline) -> list[str]:
+    """End the tasks left on ``loop`` (as ``asyncio.run`` does) within the deadline; the names of
+    those that did not end.
+
+    Tasks already being cancelled are left to finish first.  ``asyncio.run`` cancels every
+    task once more; on Python 3.11 a second cancel of a task inside ``asyncio.wait_for``
+    abandons the inner task, and when that one waits on an ``asyncio.Condition`` the lock
+    stays held and every other waiter spins for ever re-acquiring it: with twenty open
+    StreamIsActive streams the process never exited.
+    """
+
+    async def settle() -> list[asyncio.Task[object]]:
+        this = asyncio.current_task()
+
+        def others() -> list[asyncio.Task[object]]:
+            return [task for task in asyncio.all_tasks() if task is not this and not task.done()]
+
+        while (unwinding := [task for task in others() if task.cancelling()]) and deadline.remaining():
+            await asyncio.wait(unwinding, timeout=deadline.remaining())
+        rest = others()
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=deadline.remaining())
+        for task in rest:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {"message": "unhandled exception during shutdown", "exception": task.exception(), "task": task}
+                )
+        return others()
+
+    stuck = loop.run_until_complete(settle())
+    if not stuck:
+        shutdown_asyncgens = loop.create_task(loop.shutdown_asyncgens())
+        loop.run_until_complete(asyncio.wait([shutdown_asyncgens], timeout=deadline.remaining()))
+    return sorted(getattr(task.get_coro(), "__qualname__", task.get_name()) for task in stuck)
 
 
 def _replay_history(start: str | None) -> timedelta:
@@ -147,13 +269,29 @@ def _replay_history(start: str | None) -> timedelta:
     return history
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:
+async def _run(args: argparse.Namespace, settings: Settings, deadline: ShutdownDeadline) -> int:
+    """Serve until SIGTERM or SIGINT; the shutdown deadline starts with the signal."""
+    from helios_scaler import app as app_module
+
+    stop = asyncio.Event()
+    app_module.install_signal_handlers(stop)
+
+    async def arm_on_stop() -> None:
+        await stop.wait()
+        deadline.arm()
+
+    arming = asyncio.create_task(arm_on_stop(), name="shutdown deadline")
+    try:
+        return await _serve_app(args, settings, stop)
+    finally:
+        arming.cancel()
+
+
+async def _serve_app(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
     from helios_scaler import app as app_module
     from helios_scaler.source.registry import SourceResolver
     from helios_scaler.trigger import ScalerMetadata
 
-    stop = asyncio.Event()
-    app_module.install_signal_handlers(stop)
     if args.command == "demo":
         from helios_scaler.events.calendar import CalendarSet
         from helios_scaler.source.replay import ReplaySource

@@ -72,6 +72,10 @@ class TrainingEvents:
 
     def train_failed(self, key: SeriesKey, error: Exception) -> None: ...
 
+    def checkpoint_failed(self, key: SeriesKey, error: Exception) -> None: ...
+
+    def checkpoint_ignored(self, reason: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class ForecastSnapshot:
@@ -89,15 +93,18 @@ class ForecastStore:
 
     def __init__(self) -> None:
         self._snapshot = ForecastSnapshot(MappingProxyType({}), 0)
-        self._changed: asyncio.Condition | None = None
+        # Set (and replaced) by every publish.  An Event, not a Condition: cancelling hundreds of
+        # waiters on a Condition at shutdown left its lock held for good on Python 3.11 (the
+        # process never exited); an Event's waiters hold nothing.
+        self._changed: asyncio.Event | None = None
 
     @property
     def snapshot(self) -> ForecastSnapshot:
         return self._snapshot
 
-    def _condition(self) -> asyncio.Condition:
+    def _event(self) -> asyncio.Event:
         if self._changed is None:
-            self._changed = asyncio.Condition()
+            self._changed = asyncio.Event()
         return self._changed
 
     async def publish(
@@ -107,14 +114,14 @@ class ForecastStore:
         merged = {k: v for k, v in self._snapshot.series.items() if k not in removed}
         merged.update(states)
         self._snapshot = ForecastSnapshot(MappingProxyType(merged), self._snapshot.version + 1)
-        condition = self._condition()
-        async with condition:
-            condition.notify_all()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def wait_for_change(self, version: int, timeout: float) -> ForecastSnapshot:
         """Wait until the snapshot is newer than ``version`` (or ``timeout`` seconds pass)."""
-        condition = self._condition()
-        async with condition:
+        if self._snapshot.version <= version:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(condition.wait_for(lambda: self._snapshot.version > version), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event().wait()
         return self._snapshot

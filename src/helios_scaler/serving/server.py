@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,10 @@ from helios_scaler.telemetry import Telemetry
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+
+#: grpc sets SO_REUSEPORT by default: a second server on the same port would start silently and take
+#: a share of the connections.  Without it, binding a port in use fails.
+SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -91,7 +97,7 @@ class GrpcServer:
     def __init__(self, service: ExternalScalerService, telemetry: Telemetry, address: str) -> None:
         self.service = service
         self.health = health_aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=[MetricsInterceptor(telemetry)])
+        self.server = grpc.aio.server(interceptors=[MetricsInterceptor(telemetry)], options=SERVER_OPTIONS)
         pb_grpc.add_ExternalScalerServicer_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -102,9 +108,12 @@ class GrpcServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only "Failed to bind"; find out why
+            raise _bind_error(address) from exc
         if self.port == 0:
-            raise OSError(f"could not bind the gRPC port at {address}")
+            raise _bind_error(address)
 
     async def start(self) -> None:
         await self.server.start()
@@ -120,6 +129,26 @@ class GrpcServer:
         self.service.stop_streams()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+def _bind_error(address: str) -> OSError:
+    """An OSError naming ``address`` and, when a plain socket can tell, why it cannot be bound."""
+    host, _, port = address.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            probe.bind(sockaddr)
+    except OSError as exc:
+        code = exc.errno or errno.EADDRNOTAVAIL
+        reason = exc.strerror or str(exc)
+        if code == errno.EADDRINUSE:
+            reason += " (another process listens there: is a helios-scaler already running?)"
+        return OSError(code, f"cannot bind the gRPC port at {address}: {reason}")
+    except (ValueError, IndexError):
+        pass
+    return OSError(f"cannot bind the gRPC port at {address} (grpc refused it)")
 
 
 class HttpServer:
