@@ -7,13 +7,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from helios_scaler.config import Settings
 from helios_scaler.demand import Quotas, Subscriptions
-from helios_scaler.errors import ConfigError
+from helios_scaler.errors import ConfigError, HeliosError
 from helios_scaler.events.calendar import CalendarSet
 from helios_scaler.serving.keda import ExternalScalerService
 from helios_scaler.serving.server import GrpcServer, HttpServer
@@ -21,7 +21,7 @@ from helios_scaler.source.prometheus import normalize_url
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.store import ForecastStore
 from helios_scaler.telemetry import Telemetry
-from helios_scaler.training.checkpoint import NoRepository
+from helios_scaler.training.checkpoint import FileRepository, ModelRepository, NoRepository
 from helios_scaler.training.executor import process_pool
 from helios_scaler.training.loop import Trainer
 from helios_scaler.trigger import ScalerMetadata
@@ -42,6 +42,7 @@ class App:
     grpc: GrpcServer
     http: HttpServer
     clock: Callable[[], datetime]
+    repository: ModelRepository = field(default_factory=NoRepository)
 
     @property
     def grpc_port(self) -> int:
@@ -100,6 +101,11 @@ def build(
         calendars=calendars or CalendarSet(settings.calendar_dir),
     )
     telemetry = Telemetry()
+    repository: ModelRepository = (
+        NoRepository()
+        if settings.state_dir is None
+        else FileRepository(settings.state_dir, telemetry.checkpoint_ignored)
+    )
     telemetry.register_snapshot_collector(store, subscriptions, settings.stale_after, clock)
     trainer = Trainer(
         subscriptions,
@@ -107,7 +113,7 @@ def build(
         settings.refresh_interval,
         settings.retrain_interval,
         executor=process_pool(settings.training_workers),
-        repository=NoRepository(),
+        repository=repository,
         events=telemetry,
         fetches_per_source=settings.max_fetches_per_source,
         fit_slots=settings.training_workers,
@@ -120,7 +126,7 @@ def build(
         settings.bind_address,
         settings.http_port,
     )
-    return App(settings, resolver, store, subscriptions, telemetry, trainer, grpc_server, http, clock)
+    return App(settings, resolver, store, subscriptions, telemetry, trainer, grpc_server, http, clock, repository)
 
 
 async def run(
@@ -134,8 +140,9 @@ async def run(
     app.http.start()
     for namespace, name, meta in prewarm or []:
         app.subscriptions.register(namespace, name, meta)
-    trainer = asyncio.create_task(app.trainer.run(stop))
-    health = asyncio.create_task(_follow_readiness(app, stop))
+    await restore(app)
+    trainer = asyncio.create_task(app.trainer.run(stop), name="trainer")
+    health = asyncio.create_task(_follow_readiness(app, stop), name="health follower")
     logger.info(
         "helios-scaler serving: gRPC on %s:%d, HTTP on %s:%d",
         app.settings.bind_address,
@@ -148,12 +155,48 @@ async def run(
     try:
         await stop.wait()
     finally:
-        logger.info("shutting down (grace %s)", app.settings.shutdown_grace)
-        await app.grpc.stop(app.settings.shutdown_grace.total_seconds())
-        await asyncio.gather(trainer, health, return_exceptions=True)
+        stop.set()  # also when ``run`` itself is cancelled: the trainer and the health task end on it
+        await _shut_down(app, [trainer, health])
+
+
+async def _shut_down(app: App, tasks: list[asyncio.Task[None]]) -> None:
+    """Stop within ``shutdown_grace``: streams end with OK, in-flight RPCs get the grace, then the
+    trainer stops (abandoning fetches and fits in flight) and the ports close."""
+    grace = app.settings.shutdown_grace.total_seconds()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    logger.info("shutting down (grace %s)", app.settings.shutdown_grace)
+    try:
+        await app.grpc.stop(grace)
+    finally:
+        done, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+        for task in late:  # not seen in practice: the trainer only awaits futures it can drop
+            logger.warning("the %s did not stop within the grace; cancelling it", task.get_name())
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=0.5)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("the %s failed", task.get_name(), exc_info=task.exception())
         app.resolver.close()
         app.http.stop()
         logger.info("stopped")
+
+
+async def restore(app: App) -> int:
+    """Register again the triggers of every checkpointed series (warm restart): their series are served
+    from the checkpoint at the trainer's first tick, before KEDA asks.  Returns the series restored."""
+    restored = 0
+    for checkpoint in await asyncio.to_thread(app.repository.load_all):  # file reads: off the event loop
+        for owner in checkpoint.owners:
+            try:
+                app.subscriptions.register(owner.namespace, owner.name, owner.meta)
+            except HeliosError as exc:  # e.g. its address is no longer allowed: KEDA will be told when it asks
+                logger.warning("checkpointed trigger %s/%s not restored: %s", owner.namespace, owner.name, exc)
+        restored += 1
+    if restored:
+        logger.info("warm restart: %d checkpointed series restored from %s", restored, app.settings.state_dir)
+    return restored
 
 
 async def _follow_readiness(app: App, stop: asyncio.Event, every: float = 2.0) -> None:

@@ -78,6 +78,13 @@ class Settings:
             "a trigger's calendar metadata names those it uses); re-read when a file changes"
         },
     )
+    state_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "directory where fitted models and history tails are checkpointed, so that a restarted "
+            "server serves at once (warm restart); must be writable by the scaler only; none: cold starts"
+        },
+    )
     training_workers: int = field(default=1, metadata={"help": "processes that fit models in the background"})
     max_series: int = field(default=1000, metadata={"help": "most distinct series the server tracks"})
     max_series_per_namespace: int = field(

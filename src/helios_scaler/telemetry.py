@@ -66,6 +66,18 @@ class Telemetry(TrainingEvents):
             "Series whose training failed (the previous model, if any, keeps serving).",
             registry=self.registry,
         )
+        self.checkpoint_failures = Counter(
+            "helios_checkpoint_failures",
+            "Checkpoints that could not be written (state_dir full or read-only); serving goes on.",
+            registry=self.registry,
+        )
+        self.checkpoints_ignored = Counter(
+            "helios_checkpoints_ignored",
+            "Checkpoint files found unusable and not served, by reason "
+            "(truncated, corrupt, version, other_series, unreadable).",
+            ["reason"],
+            registry=self.registry,
+        )
 
     # TrainingEvents
     def fetched(self, state: SeriesState, points: int, seconds: float) -> None:
@@ -79,6 +91,12 @@ class Telemetry(TrainingEvents):
 
     def train_failed(self, key: SeriesKey, error: Exception) -> None:
         self.training_failures.inc()
+
+    def checkpoint_failed(self, key: SeriesKey, error: Exception) -> None:
+        self.checkpoint_failures.inc()
+
+    def checkpoint_ignored(self, reason: str) -> None:
+        self.checkpoints_ignored.labels(reason).inc()
 
     def register_snapshot_collector(
         self,

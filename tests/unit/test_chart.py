@@ -537,3 +537,23 @@ def test_calendar_files_are_mounted_and_named_in_the_config(chart: helm.Chart) -
 def test_a_calendar_file_name_the_server_would_refuse_is_refused_by_the_schema(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmValuesError):
         chart.validate_schema({"calendars": {"files": {"World Cup.csv": "start,end,name\n"}}})
+
+
+@pytest.mark.parametrize(("values", "volume"), [({}, "emptyDir"), (full_values(), "persistentVolumeClaim")])
+def test_state_dir_is_on_the_state_volume(chart: helm.Chart, values: dict[str, Any], volume: str) -> None:
+    """Warm restarts: state_dir points at the mounted state volume, an emptyDir unless a claim is named."""
+    manifests = render(chart, values)
+    state_dir = config_file(manifests)["state_dir"]
+    (mount,) = [m for m in container(manifests)["volumeMounts"] if m["name"] == "state"]
+    assert mount["mountPath"] == state_dir and not mount.get("readOnly", False)
+    (state,) = [v for v in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"] if v["name"] == "state"]
+    assert volume in state
+    if volume == "persistentVolumeClaim":
+        assert state[volume]["claimName"] == values["state"]["existingClaim"]
+    assert load_settings(env={"HELIOS_STATE_DIR": state_dir}).state_dir == Path(state_dir)
+
+
+def test_no_state_volume_means_cold_starts(chart: helm.Chart) -> None:
+    manifests = render(chart, {"state": {"enabled": False}})
+    assert "state_dir" not in config_file(manifests)
+    assert all(m["name"] != "state" for m in container(manifests)["volumeMounts"])

@@ -125,6 +125,9 @@ class MemoryRepository:
     def load(self, key: SeriesKey) -> Checkpoint | None:
         return self.saved.get(key)
 
+    def load_all(self) -> list[Checkpoint]:
+        return list(self.saved.values())
+
     def save(self, checkpoint: Checkpoint) -> None:
         self.saved[checkpoint.key] = checkpoint
 

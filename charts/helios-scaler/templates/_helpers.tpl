@@ -116,6 +116,11 @@ The server's config file (flat `setting: value` YAML, keys = helios_scaler.confi
 fields). Settings derived from structured values first, then .Values.config (the schema keeps the
 two disjoint). toYaml sorts keys, so the checksum only changes when the content does.
 */}}
+{{/* Where checkpoints live (warm restarts): the `state` volume. */}}
+{{- define "helios-scaler.stateDir" -}}
+/var/lib/helios-scaler
+{{- end }}
+
 {{- define "helios-scaler.config" -}}
 {{- $secrets := include "helios-scaler.secretsDir" . }}
 {{- $cfg := dict "grpc_port" (int .Values.containerPorts.grpc) "http_port" (int .Values.containerPorts.http) }}
@@ -141,6 +146,9 @@ two disjoint). toYaml sorts keys, so the checksum only changes when the content 
 {{- end }}
 {{- if or .Values.calendars.files .Values.calendars.existingConfigMap }}
 {{- $_ := set $cfg "calendar_dir" (include "helios-scaler.calendarDir" .) }}
+{{- end }}
+{{- if .Values.state.enabled }}
+{{- $_ := set $cfg "state_dir" (include "helios-scaler.stateDir" .) }}
 {{- end }}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy (.Values.config | default dict)) }}
 {{- toYaml $cfg }}

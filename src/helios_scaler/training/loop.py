@@ -19,7 +19,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -33,8 +32,8 @@ from helios_scaler.features.pipeline import align_to_grid, append_new
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.models.selection import MIN_HISTORY_POINTS, FittedSeries, select_and_fit
 from helios_scaler.store import ForecastStore, SeriesState, TrainingEvents
-from helios_scaler.training.checkpoint import Checkpoint, ModelRepository, NoRepository
-from helios_scaler.training.executor import ExecutorFactory
+from helios_scaler.training.checkpoint import Checkpoint, ModelRepository, NoRepository, Owner
+from helios_scaler.training.executor import ExecutorFactory, io_pool
 from helios_scaler.trigger import SeriesKey
 
 logger = logging.getLogger(__name__)
@@ -45,6 +44,8 @@ PUBLISH_COALESCE_SECONDS = 0.05
 CALENDAR_RECHECK_SECONDS = 30.0
 #: Longest wait between fetches of a series whose fetches keep failing (exponential back-off, with jitter).
 MAX_BACKOFF_SECONDS = 300.0
+#: Between fits, how often a fitted series is checkpointed again (so a restart misses few points).
+CHECKPOINT_SECONDS = 300.0
 
 
 @dataclass
@@ -61,6 +62,8 @@ class _Work:
     busy: bool = False
     #: A fit of this series is queued or running (it runs beside the refreshes, which keep fetching).
     fitting: bool = False
+    #: When the series is next checkpointed between fits.
+    next_save: float = 0.0
     #: Fetches failed in a row (the back-off grows with it; reset by a success).
     failures: int = 0
     #: The kind of the last error logged for this series (an error is logged once per change of state, not
@@ -80,9 +83,11 @@ def fetch_and_clean(demand: SeriesDemand, history: pl.DataFrame) -> tuple[pl.Dat
     if history.is_empty():
         start = end - demand.history
     else:
-        # Re-read a couple of steps: the newest points may have been incomplete.  Never past ``end``:
-        # a history that reaches into the future (a clock moved back) is re-read from ``end``'s window.
+        # Re-read a couple of steps: the newest points may have been incomplete.  Never past ``end``
+        # (a history reaching into the future: a clock moved back), never before the history window
+        # (a checkpoint from long ago: what lies between is a hole).
         start = min(history[DS][-1] - 2 * demand.step, end - demand.step)
+        start = max(start, end - demand.history)
     raw = source.fetch(demand.key.query, start, end, demand.step)
     # A sample stamped after ``end`` (a bad clock, a hostile answer) would stop every later fetch.
     raw = raw.filter(pl.col(DS) <= end)
@@ -169,7 +174,7 @@ class Trainer:
         self._retrain = retrain_interval.total_seconds()
         self._events = events or TrainingEvents()
         self._clock = clock
-        self._io = ThreadPoolExecutor(fetch_workers, thread_name_prefix="helios-fetch")
+        self._io = io_pool(fetch_workers, "helios-fetch")  # daemon threads: a stuck fetch never holds up exit
         # Per source, at most this many range queries in flight: a slow or failing Prometheus holds a few
         # fetch threads (each for at most its query timeout), never all of them.
         self._fetches_per_source = max(1, fetches_per_source)
@@ -259,7 +264,29 @@ class Trainer:
         )
         work = _Work(wanted, state, checkpoint.history, fitted=fitted, fitted_for=(fitted.horizon, key.model))
         work.next_retrain = self._clock() + self._retrain
+        work.next_save = self._clock() + CHECKPOINT_SECONDS
+        logger.info(
+            "query %r restored from its checkpoint: model %s trained %s, %d points of history",
+            key.query,
+            fitted.alias,
+            checkpoint.trained_at.isoformat(),
+            checkpoint.history.height,
+        )
         return work
+
+    async def _save(self, work: _Work, trained_at: datetime | None = None) -> None:
+        """Checkpoint the series (off the event loop); a failure is logged and counted, never fatal."""
+        if work.fitted is None or work.state.trained_at is None:
+            return
+        key = work.demand.key
+        owners = tuple(Owner(sub.namespace, sub.name, sub.meta) for sub in self._subs.all() if sub.key == key)
+        checkpoint = Checkpoint(key, work.fitted, work.frame, trained_at or work.state.trained_at, owners)
+        work.next_save = self._clock() + CHECKPOINT_SECONDS
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._repository.save, checkpoint)
+        except Exception as exc:  # a full or read-only disk must not stop serving
+            self._events.checkpoint_failed(key, exc)
+            logger.warning("checkpoint of query %r failed: %s", key.query, exc)
 
     async def _cycle(self, work: _Work) -> None:
         """One refresh of one series: fetch, maybe retrain, forecast, publish."""
@@ -292,6 +319,8 @@ class Trainer:
                 work.fitting = True
                 self._spawn(self._fit_then_forecast(work))
             await self._forecast(work, loop)
+            if not work.fitting and self._clock() >= work.next_save:
+                await self._save(work)
         except Exception as exc:  # a defect, not a data problem: shown on the RPC, logged, never lost in a task
             error = ModelError(f"refresh failed: {type(exc).__name__}: {exc}")
             self._log_error(work, "refresh failed", error)
@@ -445,8 +474,8 @@ class Trainer:
             trained_at=trained_at,
             training_seconds=seconds,
         )
-        self._repository.save(Checkpoint(demand.key, fitted, work.frame, trained_at))
         self._events.trained(work.state, seconds)
+        await self._save(work, trained_at)
         # Why this model, and the headroom that met the service level on the backtest (reported, not served).
         scores = ", ".join(f"{alias} {cost:.4f}" for alias, cost in fitted.scores)
         margin = f"{fitted.margin:.3f} at cost {fitted.cost:.4f}" if fitted.margin and fitted.cost else ""
