@@ -9,6 +9,23 @@ models), so serving never inspects them.
 
 from __future__ import annotations
 
+from typing import Final
+
+#: Characters of a client-supplied value an error message echoes; the rest is counted, not repeated,
+#: so a huge value cannot make the message (a gRPC trailer) too large to deliver.
+EXCERPT_CHARS: Final = 100
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(text)`` if that is at most about ``limit`` characters, else the ``repr`` of its longest start that
+    is, followed by its length: ``'xxx'… (20000 characters)``."""
+    head = text[:limit]
+    while len(repr(head)) > limit + 2:  # escapes (\x00, \U0010ffff) make a repr up to 10 times longer
+        head = head[:-1]
+    if head == text:
+        return repr(text)
+    return f"{head!r}… ({len(text)} characters)"
+
 
 class HeliosError(Exception):
     """Base class of every error helios-scaler raises on purpose."""
@@ -21,19 +38,22 @@ class ConfigError(HeliosError):
 class InvalidMetadata(HeliosError):
     """A ScaledObject's trigger metadata is malformed, missing or out of range.
 
-    The message always names the key, the value and what is accepted.
+    The message always names the key, the value and what is accepted; a key or value longer than
+    :data:`EXCERPT_CHARS` is shown by its start and its length (:func:`excerpt`).  The attributes
+    keep them whole.
     """
 
     def __init__(self, key: str, value: str | None, accepted: str, *, unknown: bool = False) -> None:
         self.key = key
         self.value = value
         self.accepted = accepted
+        shown = excerpt(value) if value is not None else None
         if unknown:
-            message = f"metadata key {key!r} (value {value!r}) is not a known key; {accepted}"
-        elif value is None:
-            message = f"metadata key {key!r} is required; accepted: {accepted}"
+            message = f"metadata key {excerpt(key)} (value {shown}) is not a known key; {accepted}"
+        elif shown is None:
+            message = f"metadata key {excerpt(key)} is required; accepted: {accepted}"
         else:
-            message = f"metadata key {key!r}: {value!r} is not valid; accepted: {accepted}"
+            message = f"metadata key {excerpt(key)}: {shown} is not valid; accepted: {accepted}"
         super().__init__(message)
 
 

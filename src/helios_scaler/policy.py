@@ -6,6 +6,13 @@ earlier, never starve it.  Without a usable forecast the latest *fresh* observat
 served; with neither, :class:`~helios_scaler.errors.NotReady` is raised (KEDA then
 applies the ScaledObject's ``fallback``).
 
+Only a *servable* number is ever served: finite and at most :data:`MAX_VALUE` in size.  A
+forecast that is not (NaN, ±Inf, 1e300 from a diverging model) is not used: the fresh
+observation is served instead, with the reason ``unusable_forecast``.  An observation that
+is not servable (Prometheus answers ``NaN`` for 0/0) gives way to a servable forecast; with
+neither, :class:`~helios_scaler.errors.NotReady` (UNAVAILABLE, KEDA's fallback) is raised,
+its cause a :class:`~helios_scaler.errors.ModelError` when the forecast was the culprit.
+
 All lead-time arithmetic lives here, in three functions that the server, the trainer and
 the backtest share:
 
@@ -32,8 +39,9 @@ import enum
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
-from helios_scaler.errors import NotReady
+from helios_scaler.errors import HeliosError, ModelError, NotReady, excerpt
 from helios_scaler.store import SeriesState
 from helios_scaler.trigger import ScalerMetadata
 
@@ -46,6 +54,18 @@ class Reason(enum.Enum):
     WARMING_UP = "warming_up"
     STALE_FORECAST = "stale_forecast"
     SHADOW = "shadow"
+    #: The forecast is not a servable number (NaN, ±Inf, beyond MAX_VALUE): the observation is served.
+    UNUSABLE_FORECAST = "unusable_forecast"
+
+
+#: Largest value served (in size): KEDA turns a value into a milli-quantity, int64(value x 1000), which
+#: overflows past about 9.2e15; thresholds are at most 1e15, so a real load never comes near.
+MAX_VALUE: Final = 9e15
+
+
+def servable(value: float | None) -> bool:
+    """``value`` is a number KEDA can take: finite and at most :data:`MAX_VALUE` in size."""
+    return value is not None and math.isfinite(value) and abs(value) <= MAX_VALUE
 
 
 @dataclass(frozen=True)
@@ -65,16 +85,31 @@ def decide(state: SeriesState | None, meta: ScalerMetadata, now: datetime, stale
         raise NotReady(f"no data yet for query {meta.query!r} (first fetch pending or failing){detail}", cause)
     observed = state.last_value
     forecast = _window_forecast(state, meta, now)
+    unusable: HeliosError | None = None
+    if forecast is not None and not servable(forecast):
+        unusable = ModelError(f"the forecast is {forecast!r}, not a servable number")
+        forecast = None
     fresh = state.is_fresh(now, stale_after)
+    if not servable(observed):
+        if forecast is not None and meta.mode != "shadow":
+            return Decision(forecast, Reason.FORECAST, forecast, observed)
+        detail = f"; {unusable}" if unusable else f"; last error: {state.error}" if state.error else ""
+        raise NotReady(
+            f"the newest value of query {excerpt(meta.query)} is {observed!r}, not a servable number (finite, "
+            f"at most {MAX_VALUE:g} in size), and no forecast can be served instead{detail}",
+            state.error or unusable,
+        )
     if forecast is None and not fresh:
-        detail = f"; last error: {state.error}" if state.error else ""
+        detail = f"; {unusable}" if unusable else f"; last error: {state.error}" if state.error else ""
         raise NotReady(
             f"data for query {meta.query!r} is stale (newest point {state.observed_at.isoformat()}) "
             f"and no forecast covers the lead time{detail}",
-            state.error,
+            state.error or unusable,
         )
     if meta.mode == "shadow":
         return Decision(observed, Reason.SHADOW, forecast, observed)
+    if unusable is not None:
+        return Decision(observed, Reason.UNUSABLE_FORECAST, None, observed)
     if forecast is None:
         reason = Reason.WARMING_UP if state.mean is None or meta.quantile not in state.bands else Reason.STALE_FORECAST
         return Decision(observed, reason, None, observed)
@@ -94,7 +129,9 @@ def _window_forecast(state: SeriesState, meta: ScalerMetadata, now: datetime) ->
     steps = window_steps(state.forecast_origin, now, meta.lead_time, state.step)
     if steps > len(band):
         return None
-    return max(0.0, float(band[:steps].max()))
+    peak = float(band[:steps].max())  # NaN if any step is NaN
+    # Clip a negative forecast to 0, but not a non-finite one: max(0.0, nan) and max(0.0, -inf) are 0.0.
+    return max(0.0, peak) if math.isfinite(peak) else peak
 
 
 def window_steps(origin: datetime, now: datetime, lead: timedelta, step: timedelta) -> int:

@@ -1,8 +1,11 @@
 """Trigger metadata → one typed :class:`ScalerMetadata` and the :class:`SeriesKey` it names, in one place.
 
 Key names follow KEDA's own ``prometheus`` and ``predictkube`` scalers.  Every bad key
-raises :class:`~helios_scaler.errors.InvalidMetadata` naming the key, the value and what
-is accepted; an unknown key is an error too, with the closest known key suggested.
+raises :class:`~helios_scaler.errors.InvalidMetadata` naming the key, the value (an excerpt
+when long) and what is accepted; an unknown key is an error too, with the closest known key
+suggested.  No input raises anything else: numbers and durations are ASCII digits only and
+bounded, ``query`` and ``serverAddress`` have a length limit, and ``serverAddress`` is
+checked against the URL syntax accepted before anything parses it as a URL.
 
 It sits low in the house (it imports only errors and durations): the store, the policy,
 the demand, the trainer and the backtest all speak in these types.
@@ -12,16 +15,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from helios_scaler.durations import ACCEPTED as DURATION_ACCEPTED
 from helios_scaler.durations import format_duration, parse_duration
-from helios_scaler.errors import InvalidMetadata
+from helios_scaler.errors import EXCERPT_CHARS, InvalidMetadata, excerpt
 
 #: The ``model`` values a trigger may name; ``auto`` picks per series by backtest.  Each other name has
 #: its factory in :mod:`helios_scaler.models.registry`, which checks the two agree.
@@ -45,6 +50,23 @@ MAX_POINTS = 50_000
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: Largest threshold: far below int64 (KEDA's int fields), and past any real per-replica load.
 MAX_THRESHOLD = 1e15
+#: Smallest threshold: a smaller one (down to subnormal floats) only turns any load into a huge replica count.
+MIN_THRESHOLD = 1e-6
+#: Longest ``query`` (characters): a PromQL expression this long is an attack or a mistake.
+MAX_QUERY_CHARS = 16 * 1024
+#: Longest ``serverAddress`` (characters).
+MAX_ADDRESS_CHARS = 2048
+#: A number as the metadata may write it: ASCII digits, optional sign, fraction and exponent (``float()``
+#: alone would also take fullwidth or Arabic-Indic digits, ``1_000``, ``nan`` and ``inf``).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HOST_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})"
+_PATH_CHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})"
+#: ``http(s)://host[:port][/path]``; an IPv6 host in brackets (checked by :mod:`ipaddress`); no user, query
+#: or fragment.
+_ADDRESS = re.compile(
+    rf"(?P<scheme>https?)://(?:(?P<name>{_HOST_NAME})|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
+    rf"(?::(?P<port>[0-9]{{1,5}}))?(?P<path>/{_PATH_CHAR}*)?"
+)
 
 
 #: Unserved demand a series may have (share of its total): the service level targeted.
@@ -167,7 +189,7 @@ def _resolve_from_env(metadata: Mapping[str, str]) -> dict[str, str]:
     for key, value in metadata.items():
         base = key[: -len("FromEnv")] if key.endswith("FromEnv") and len(key) > len("FromEnv") else key
         if base != key and base in metadata:
-            raise InvalidMetadata(key, value, f"either {base!r} or {key!r}, not both")
+            raise InvalidMetadata(key, value, f"either {excerpt(base)} or {excerpt(key)}, not both")
         values[base] = value
     return values
 
@@ -176,13 +198,14 @@ def _unknown_key_hint(key: str) -> str:
     known = sorted({*_PARSERS, *KEDA_KEYS})
     by_lower = {name.lower(): name for name in known}
     close = [by_lower[key.lower()]] if key.lower() in by_lower else []
-    close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if len(key) <= EXCERPT_CHARS:  # no known key is anywhere near that long: spare difflib the work
+        close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return hint + "known keys: " + ", ".join(known)
 
 
-def _text(key: str, value: str) -> str:
-    if not value.strip():
+def _query(key: str, value: str) -> str:
+    if not value.strip() or len(value) > MAX_QUERY_CHARS:
         raise InvalidMetadata(key, value, _PARSERS[key][2])
     return value.strip()
 
@@ -191,17 +214,36 @@ def _address(key: str, value: str) -> str | None:
     text = value.strip().rstrip("/")
     if not text:
         return None
-    if not text.startswith(("http://", "https://")):
+    if len(value) > MAX_ADDRESS_CHARS or not _valid_address(text):
         raise InvalidMetadata(key, value, _PARSERS[key][2])
     return text
 
 
+def _valid_address(text: str) -> bool:
+    """``text`` is ``http(s)://host[:port][/path]`` (what :data:`_ADDRESS` matches, a real IPv6 address in
+    brackets, a port from 1 to 65535) and :func:`urllib.parse.urlsplit` reads it without error."""
+    match = _ADDRESS.fullmatch(text)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return False
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        return False
+    try:  # What the allowlist comparison (normalize_url) and the HTTP client will do with it.
+        parts = urlsplit(text)
+        _ = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def _number(low: float, high: float, *, low_open: bool, high_open: bool) -> Callable[[str, str], float]:
     def parse(key: str, value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
+        text = value.strip()
+        number = float(text) if _NUMBER.fullmatch(text) else math.nan
         ok = math.isfinite(number)
         ok = ok and (number > low if low_open else number >= low)
         ok = ok and (number < high if high_open else number <= high)
@@ -216,7 +258,7 @@ def _duration(low: timedelta, high: timedelta, whole_seconds: bool = False) -> C
     def parse(key: str, value: str) -> timedelta:
         try:
             parsed = parse_duration(value)
-        except ValueError:
+        except ValueError:  # not a duration, or longer than durations.MAX_DURATION
             raise InvalidMetadata(key, value, _PARSERS[key][2]) from None
         if not low <= parsed <= high or (whole_seconds and parsed % timedelta(seconds=1)):
             raise InvalidMetadata(key, value, _PARSERS[key][2])
@@ -249,21 +291,26 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
 
 #: metadata key → (ScalerMetadata field, parser, what is accepted)
 _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
-    "query": ("query", _text, "a PromQL expression returning exactly one series"),
+    "query": (
+        "query",
+        _query,
+        f"a PromQL expression returning exactly one series, at most {MAX_QUERY_CHARS} characters",
+    ),
     "serverAddress": (
         "server_address",
         _address,
-        "an http:// or https:// Prometheus base URL that is the server's default or on its allowlist",
+        "an http:// or https:// Prometheus base URL, http(s)://host[:port][/path] (an IPv6 host in brackets; "
+        f"at most {MAX_ADDRESS_CHARS} characters), that is the server's default or on its allowlist",
     ),
     "threshold": (
         "threshold",
-        _number(0, MAX_THRESHOLD, low_open=True, high_open=False),
-        "a number > 0 and <= 1e15",
+        _number(MIN_THRESHOLD, MAX_THRESHOLD, low_open=False, high_open=False),
+        "a number >= 1e-6 and <= 1e15 (ASCII digits, e.g. 100, 2.5 or 1e3)",
     ),
     "activationThreshold": (
         "activation_threshold",
         _number(0, MAX_THRESHOLD, low_open=False, high_open=False),
-        "a number >= 0 and <= 1e15",
+        "a number >= 0 and <= 1e15 (ASCII digits, e.g. 0, 2.5 or 1e3)",
     ),
     "leadTime": ("lead_time", _duration(timedelta(0), MAX_LEAD), f"{DURATION_ACCEPTED}, from 0s to 6h"),
     "historyTimeWindow": (
@@ -281,7 +328,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
         "quantile",
         _quantile,
         "auto (the point forecast times the margin that met the service level at least cost on the series' "
-        "own backtest) or a number strictly between 0 and 1",
+        "own backtest) or a number strictly between 0 and 1 (ASCII digits)",
     ),
     "calendar": (
         "calendars",

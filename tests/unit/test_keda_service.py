@@ -124,3 +124,63 @@ async def test_stream_pushes_true_when_the_forecast_crosses_activation() -> None
         assert pushed.result is True
         assert asyncio.get_running_loop().time() - started < 1.0
         stream.cancel()
+
+
+async def test_stream_ends_with_resource_exhausted_when_the_quota_is_full() -> None:
+    """A full quota does not clear by waiting for data: the stream ends with it at once (it stayed open and
+    silent for minutes before)."""
+    async with (
+        running_app(scaler_settings(max_series=1), resolver(FakeSource())) as app,
+        scaler_stub(app) as stub,
+    ):
+        await stub.GetMetricSpec(ref(META), timeout=3)
+        stream = stub.StreamIsActive(ref({**META, "query": "other"}, name="other"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(stream.read(), 3)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_series" in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ({**META, "leadTime": "99999999999d"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({**META, "serverAddress": "http://[::1"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({**META, "serverAddress": "http://other:9090"}, grpc.StatusCode.PERMISSION_DENIED),
+    ],
+    ids=["bad-duration", "bad-ipv6", "not-allowed"],
+)
+async def test_stream_ends_at_once_with_a_client_error(metadata: dict[str, str], code: grpc.StatusCode) -> None:
+    async with running_app(scaler_settings(), resolver(FakeSource())) as app, scaler_stub(app) as stub:
+        stream = stub.StreamIsActive(ref(metadata))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(stream.read(), 3)
+        assert caught.value.code() == code
+
+
+async def test_an_infinite_forecast_is_never_served() -> None:
+    """GetMetrics used to fail with UNKNOWN ("cannot convert float infinity to integer") on a +Inf forecast
+    and the metrics endpoint served +Inf; now the observation is served, and with neither usable KEDA gets
+    UNAVAILABLE (its fallback)."""
+    source = FakeSource()
+    settings = scaler_settings(refresh_interval=timedelta(hours=1))  # nothing overwrites the states below
+    async with running_app(settings, resolver(source)) as app, scaler_stub(app) as stub:
+        request = pb.GetMetricsRequest(scaledObjectRef=ref(META))
+        await wait_for_value(stub, request)
+        key = ScalerMetadata.parse(META).series_key(source.name)
+        for _ in range(300):
+            state = app.store.snapshot.get(key)
+            if state is not None and state.has_forecast:
+                break
+            await asyncio.sleep(0.1)
+        assert state is not None and state.has_forecast and state.last_value is not None
+        infinite = {q: np.full_like(band, np.inf) for q, band in state.bands.items()}
+        await app.store.publish({key: replace(state, bands=infinite)})
+        served = (await stub.GetMetrics(request, timeout=3)).metricValues[0]
+        assert served.metricValueFloat == state.last_value
+        assert served.metricValue == round(state.last_value)
+        await app.store.publish({key: replace(state, bands=infinite, last_value=float("nan"))})
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetMetrics(request, timeout=3)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "not a servable number" in caught.value.details()

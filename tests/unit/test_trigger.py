@@ -71,13 +71,21 @@ DURATION_UNITS = "units ms, s, m, h, d, w"
 BAD_VALUES = [
     ("query", "", "a PromQL expression returning exactly one series"),
     ("query", "   ", "a PromQL expression returning exactly one series"),
-    ("threshold", "0", "a number > 0"),
-    ("threshold", "-1", "a number > 0"),
-    ("threshold", "ten", "a number > 0"),
-    ("threshold", "nan", "a number > 0"),
-    ("threshold", "inf", "a number > 0"),
-    ("threshold", "", "a number > 0"),
-    ("threshold", "1e19", "a number > 0 and <= 1e15"),  # would overflow KEDA's int64 targetSize
+    # "a number > 0" before the metadata fuzzing issue, which accepted 1e-320 (a subnormal threshold).
+    ("threshold", "0", "a number >= 1e-6"),
+    ("threshold", "-1", "a number >= 1e-6"),
+    ("threshold", "ten", "a number >= 1e-6"),
+    ("threshold", "nan", "a number >= 1e-6"),
+    ("threshold", "inf", "a number >= 1e-6"),
+    ("threshold", "", "a number >= 1e-6"),
+    ("threshold", "1e19", "a number >= 1e-6 and <= 1e15"),  # would overflow KEDA's int64 targetSize
+    ("threshold", "1e-320", "a number >= 1e-6"),  # subnormal: any load would be a huge replica count
+    ("threshold", "9e-7", "a number >= 1e-6"),
+    ("threshold", "\uff15", "ASCII digits"),  # fullwidth 5: float() takes it
+    ("threshold", "1_000", "ASCII digits"),  # float() takes it too
+    ("threshold", "1e999", "a number >= 1e-6"),  # float() makes it inf
+    ("activationThreshold", "\u0661\u0662", "ASCII digits"),  # Arabic-Indic 12
+    ("activationThreshold", "Infinity", "a number >= 0"),
     ("activationThreshold", "1e16", "a number >= 0 and <= 1e15"),
     ("activationThreshold", "-0.5", "a number >= 0"),
     ("activationThreshold", "none", "a number >= 0"),
@@ -87,6 +95,11 @@ BAD_VALUES = [
     ("leadTime", "-5m", DURATION_UNITS),
     ("leadTime", "", DURATION_UNITS),
     ("leadTime", "7h", "from 0s to 6h"),
+    ("leadTime", "\uff15m", "ASCII digits"),
+    ("leadTime", "99999999999d", "at most 400d"),  # overflowed timedelta: gRPC UNKNOWN before
+    ("leadTime", "1" + "0" * 400 + "s", "at most 400d"),  # float() of it is inf
+    ("historyTimeWindow", "401d", "at most 400d"),
+    ("queryStep", "\u0661m", "ASCII digits"),
     ("historyTimeWindow", "30m", "from 1h to 90d"),
     ("historyTimeWindow", "91d", "from 1h to 90d"),
     ("historyTimeWindow", "1 week", DURATION_UNITS),
@@ -106,16 +119,34 @@ BAD_VALUES = [
     ("mode", "", "one of forecast, shadow"),
     ("serverAddress", "prometheus:9090", "an http:// or https:// Prometheus base URL"),
     ("serverAddress", "ftp://prometheus", "an http:// or https:// Prometheus base URL"),
+    # Bad IPv6 brackets and ports made urllib.parse raise ValueError (gRPC UNKNOWN) before.
+    ("serverAddress", "http://[::1", "an IPv6 host in brackets"),
+    ("serverAddress", "http://[zz]/", "an IPv6 host in brackets"),
+    ("serverAddress", "http://::1]:9090", "an IPv6 host in brackets"),
+    ("serverAddress", "http://prom:99999", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://prom:0", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://prom:\uff19\uff10", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://prom:port", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://user:secret@prom", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://prom/?q=1", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://prom\n.evil", "http(s)://host[:port][/path]"),
+    ("serverAddress", "http://" + "a" * 2100, "at most 2048 characters"),
+    ("query", "q" * (16 * 1024 + 1), "at most 16384 characters"),
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "accepted"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def short_id(key: str, value: str) -> str:
+    return f"{key}={value!r}" if len(value) <= 40 else f"{key}={value[:20]!r}...({len(value)} chars)"
+
+
+@pytest.mark.parametrize(("key", "value", "accepted"), BAD_VALUES, ids=[short_id(k, v) for k, v, _ in BAD_VALUES])
 def test_bad_value_names_key_value_and_accepted(key: str, value: str, accepted: str) -> None:
     with pytest.raises(InvalidMetadata) as info:
         ScalerMetadata.parse({**BASE, key: value})
     message = str(info.value)
     assert repr(key) in message
-    assert repr(value) in message
+    assert (repr(value) if len(value) <= 100 else f"{value[:100]!r}… ({len(value)} characters)") in message
     assert accepted in message
     assert (info.value.key, info.value.value) == (key, value)
     assert status_code(info.value) is grpc.StatusCode.INVALID_ARGUMENT
@@ -279,3 +310,56 @@ def test_series_key_differs_with_what_is_fetched_or_modelled(change: dict[str, s
 def test_series_key_includes_the_source() -> None:
     meta = ScalerMetadata.parse(DEMO)
     assert meta.series_key("http://a:9090") != meta.series_key("http://b:9090")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("threshold", "1e-6", 1e-6),
+        ("threshold", " +2.5E3 ", 2500.0),
+        ("threshold", "1.", 1.0),
+        ("threshold", ".5", 0.5),
+        ("activationThreshold", "1e15", 1e15),
+        ("leadTime", "6h", timedelta(hours=6)),
+        ("historyTimeWindow", "34d", timedelta(days=34)),  # 48960 one-minute points
+        ("serverAddress", "http://[::1]:9090/", "http://[::1]:9090"),
+        ("serverAddress", "https://[2001:db8::7]/prometheus", "https://[2001:db8::7]/prometheus"),
+        ("serverAddress", "http://10.0.0.7:65535", "http://10.0.0.7:65535"),
+        ("serverAddress", "https://prometheus-operated.monitoring.svc:9090/api/%7Euser", None),
+        ("query", "q" * 16 * 1024, "q" * 16 * 1024),
+    ],
+    ids=lambda each: each if isinstance(each, str) and len(each) < 40 else None,
+)
+def test_values_at_the_limits_are_accepted(key: str, value: str, expected: object) -> None:
+    field = {"serverAddress": "server_address", "historyTimeWindow": "history_time_window"}.get(key)
+    meta = ScalerMetadata.parse({**BASE, key: value})
+    got = getattr(meta, field or re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower())
+    assert got == (value if expected is None else expected)
+
+
+def test_a_huge_unknown_key_and_value_are_excerpted() -> None:
+    key, value = "k" * 5000, "v" * 100_000
+    with pytest.raises(InvalidMetadata) as info:
+        parse(**{key: value})
+    message = str(info.value)
+    assert len(message) < 1000
+    assert f"{'k' * 100!r}… (5000 characters)" in message
+    assert f"{'v' * 100!r}… (100000 characters)" in message
+    assert "known keys:" in message and "did you mean" not in message
+    assert (info.value.key, info.value.value) == (key, value)  # kept whole for the caller
+
+
+def test_a_huge_invalid_value_is_excerpted() -> None:
+    value = "\x00" * 50_000  # each shown as 4 characters by repr
+    with pytest.raises(InvalidMetadata) as info:
+        parse(leadTime=value)
+    assert len(str(info.value)) < 1000
+    assert "(50000 characters)" in str(info.value)
+
+
+def test_key_and_key_from_env_with_huge_names_is_excerpted() -> None:
+    base = "x" * 10_000
+    with pytest.raises(InvalidMetadata) as info:
+        ScalerMetadata.parse({**BASE, base: "1", base + "FromEnv": "2"})
+    assert len(str(info.value)) < 1000
+    assert "not both" in str(info.value)
