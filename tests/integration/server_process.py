@@ -6,7 +6,6 @@ import contextlib
 import http.server
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
@@ -89,34 +88,6 @@ def _wait_healthy(server: Server, timeout: float = 30) -> None:
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, "the server did not start:\n" + "\n".join(server.logs())
             time.sleep(0.1)
-
-
-def children(pid: int) -> dict[int, str]:
-    """pid → command line of every process whose parent is ``pid`` (from /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                text = stat.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found[int(entry)] = command
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, dead but not reaped by whoever adopted it, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 class MatrixServer:

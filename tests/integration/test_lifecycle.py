@@ -16,9 +16,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from processes import alive, children
 from prom import SilentServer
 from scaler_app import ref
-from server_process import GRACE_S, MatrixServer, alive, children, serve
+from server_process import GRACE_S, MatrixServer, serve
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc

@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from processes import children as children_of
 
 from helios_scaler import logs
 from helios_scaler.training import executor
@@ -39,24 +40,6 @@ def wait_until_gone(pids: list[int], timeout: float) -> list[int]:
     while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """pid → command line of every process whose parent is ``pid`` (from /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                text = stat.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found[int(entry)] = command
-    return found
 
 
 def run_python(code: str) -> subprocess.Popen[str]:

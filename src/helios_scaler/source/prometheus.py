@@ -301,28 +301,25 @@ def _watching(connection: HTTPConnection) -> Iterator[None]:
         yield
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """An HTTP connection the running fetch's watchdog can interrupt while it connects or waits."""
+class _Watched:
+    """Mixed into urllib3's connections: the running fetch's watchdog can interrupt connecting (the TLS
+    handshake included) and waiting for the answer."""
 
     def connect(self) -> None:
-        with _watching(self):
-            super().connect()
+        with _watching(self):  # type: ignore[arg-type]
+            super().connect()  # type: ignore[misc]
 
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
-        with _watching(self):
-            return super().getresponse()
+    def getresponse(self) -> urllib3.HTTPResponse:
+        with _watching(self):  # type: ignore[arg-type]
+            return super().getresponse()  # type: ignore[misc,no-any-return]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """:class:`_WatchedHTTPConnection` for TLS (the handshake is covered too)."""
+class _WatchedHTTPConnection(_Watched, HTTPConnection):  # type: ignore[misc]
+    """An HTTP connection the running fetch's watchdog can interrupt."""
 
-    def connect(self) -> None:
-        with _watching(self):
-            super().connect()
 
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
-        with _watching(self):
-            return super().getresponse()
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):  # type: ignore[misc]
+    """:class:`_WatchedHTTPConnection` for TLS."""
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
