@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from prom import PrometheusFixture, RecordingServer, SilentServer, free_port, missing_binaries, run_prometheus
-from server_process import MatrixServer
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +49,6 @@ def silent_server() -> Iterator[SilentServer]:
 def recording_server() -> Iterator[RecordingServer]:
     """A loopback HTTP server that records request headers and answers with one series."""
     server = RecordingServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def matrix_server() -> Iterator[MatrixServer]:
-    """A loopback Prometheus stand-in answering every range query with one sine series."""
-    server = MatrixServer()
     try:
         yield server
     finally:

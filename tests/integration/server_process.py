@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
-import json
-import math
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -88,33 +84,3 @@ def _wait_healthy(server: Server, timeout: float = 30) -> None:
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, "the server did not start:\n" + "\n".join(server.logs())
             time.sleep(0.1)
-
-
-class MatrixServer:
-    """A loopback Prometheus stand-in: every range query gets one series on the asked grid."""
-
-    def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                params = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                start, end, step = (int(float(params[key][0])) for key in ("start", "end", "step"))
-                values = [[t, f"{100 + 50 * math.sin(t / 600):.3f}"] for t in range(start, end + 1, step)]
-                result = [{"metric": {}, "values": values}]
-                body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from processes import alive
 from processes import children as children_of
 
 from helios_scaler import logs
@@ -23,16 +24,6 @@ from helios_scaler.training import executor
 
 PYTHON = sys.executable
 SRC = str(Path(executor.__file__).resolve().parents[2])
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 def wait_until_gone(pids: list[int], timeout: float) -> list[int]:
@@ -57,7 +48,6 @@ def kill_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_and_the_resource_tracker_die_with_a_parent_killed_with_sigkill() -> None:
     parent = run_python(
         """
@@ -84,7 +74,6 @@ def test_workers_and_the_resource_tracker_die_with_a_parent_killed_with_sigkill(
             kill_all(family)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_without_prctl_the_watchdog_thread_alone_ends_an_orphan() -> None:
     """The portable fallback: only the thread polling the parent pid, no PR_SET_PDEATHSIG."""
     parent = run_python(

@@ -13,10 +13,12 @@ import pytest
 from scaler_app import ref, running_app, scaler_settings, scaler_stub, wait_for_value
 
 from helios_scaler._proto import externalscaler_pb2 as pb
+from helios_scaler.app import App
 from helios_scaler.errors import QueryError, SourceUnavailable
 from helios_scaler.features.schema import DS, Y
 from helios_scaler.source.registry import SourceResolver
-from helios_scaler.trigger import ScalerMetadata
+from helios_scaler.store import SeriesState
+from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
 
 class FakeSource:
@@ -49,6 +51,16 @@ def resolver(source: FakeSource) -> SourceResolver:
 
 
 META = {"query": "load", "threshold": "10", "historyTimeWindow": "12h", "model": "ets"}
+
+
+async def published_forecast(app: App, key: SeriesKey, timeout: float = 30.0) -> SeriesState:
+    """The series' state once the trainer has published a forecast for it (with an observation)."""
+    for _ in range(int(timeout / 0.1)):
+        state = app.store.snapshot.get(key)
+        if state is not None and state.has_forecast and state.last_value is not None:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no forecast within {timeout}s; state: {app.store.snapshot.get(key)}")
 
 
 async def test_triggers_with_the_same_query_share_one_series() -> None:
@@ -110,12 +122,7 @@ async def test_stream_pushes_true_when_the_forecast_crosses_activation() -> None
         stream = stub.StreamIsActive(ref(meta_map))
         first = await asyncio.wait_for(stream.read(), 30)
         assert first.result is False  # the sine peaks at 150 < 500
-        for _ in range(300):
-            state = app.store.snapshot.get(key)
-            if state is not None and state.has_forecast:
-                break
-            await asyncio.sleep(0.1)
-        assert state is not None and state.has_forecast and state.last_value is not None
+        state = await published_forecast(app, key)
         assert state.last_value < 500
         surge = {q: np.full_like(band, 900.0) for q, band in state.bands.items()}
         started = asyncio.get_running_loop().time()
@@ -168,12 +175,7 @@ async def test_an_infinite_forecast_is_never_served() -> None:
         request = pb.GetMetricsRequest(scaledObjectRef=ref(META))
         await wait_for_value(stub, request)
         key = ScalerMetadata.parse(META).series_key(source.name)
-        for _ in range(300):
-            state = app.store.snapshot.get(key)
-            if state is not None and state.has_forecast:
-                break
-            await asyncio.sleep(0.1)
-        assert state is not None and state.has_forecast and state.last_value is not None
+        state = await published_forecast(app, key)
         infinite = {q: np.full_like(band, np.inf) for q, band in state.bands.items()}
         await app.store.publish({key: replace(state, bands=infinite)})
         served = (await stub.GetMetrics(request, timeout=3)).metricValues[0]
