@@ -1,11 +1,15 @@
-"""Machine facts and CPU counters shared by the benchmark scripts (Linux /proc)."""
+"""Machine facts, CPU counters (Linux /proc) and the process and result-file chores shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -38,3 +42,22 @@ def git_commit(root: Path) -> str:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root, check=False
     )
     return done.stdout.strip()
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM ``process`` if it still runs, and SIGKILL it if it is not gone within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def write_results(directory: Path, stem: str, text: str, result: Any, log: Callable[[str], None]) -> None:
+    """``text`` to ``directory/stem.md`` and ``result`` to ``directory/stem.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.md").write_text(text)
+    (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {directory / f'{stem}.md'} and {directory / f'{stem}.json'}")

@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-from _machine import cpu_model, git_commit, machine_jiffies, proc_cpu_seconds
+from _machine import cpu_model, git_commit, machine_jiffies, proc_cpu_seconds, terminate, write_results
 
 from helios_scaler._proto import externalscaler_pb2 as pb
 from helios_scaler._proto import externalscaler_pb2_grpc as pb_grpc
@@ -456,13 +456,7 @@ class Server:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
 
 def run_load(cpus: str | None, timeout: float, *args: str) -> dict[str, Any]:
@@ -777,10 +771,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "serving.md").write_text(text)
-        (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
-        log(f"wrote {RESULTS / 'serving.md'} and {RESULTS / 'serving.json'}")
+        write_results(RESULTS, "serving", text, result, log)
     return 0
 
 

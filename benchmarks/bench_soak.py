@@ -72,7 +72,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from _machine import machine_jiffies, proc_cpu_seconds
+from _machine import machine_jiffies, proc_cpu_seconds, terminate, write_results
 from bench_backtest import capacity_per_pod
 from bench_serving import RESULTS, CpuWindow, _channels, _fmt, _latency_figures, machine_facts, served_reasons
 from bench_serving import wait_for_forecasts as _wait_for_forecasts
@@ -262,13 +262,7 @@ class Helios:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL the whole process group (workers included) if anything is left."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
@@ -901,10 +895,7 @@ def orchestrate(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "soak.md").write_text(text)
-        (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
-        log(f"wrote {RESULTS / 'soak.md'} and {RESULTS / 'soak.json'}")
+        write_results(RESULTS, "soak", text, result, log)
     return 0
 
 
