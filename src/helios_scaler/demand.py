@@ -24,7 +24,6 @@ from helios_scaler.errors import InvalidMetadata, SourceNotAllowed, TooManySerie
 from helios_scaler.events.calendar import CalendarSet, Event
 from helios_scaler.policy import forecast_horizon, lead_steps
 from helios_scaler.source.base import Source
-from helios_scaler.source.prometheus import normalize_url
 from helios_scaler.source.registry import SourceResolver
 from helios_scaler.trigger import ScalerMetadata, SeriesKey, Target
 
@@ -178,7 +177,7 @@ class Subscriptions:
 
     def _check_namespace_source(self, namespace: str, source: str) -> None:
         allowed = self._quotas.namespace_sources.get(namespace)
-        if allowed is not None and normalize_url(source) not in allowed:
+        if allowed is not None and source not in allowed:  # both normalized (a source's name is its URL's)
             raise SourceNotAllowed(
                 f"namespace {namespace!r} may read only from {', '.join(sorted(allowed)) or 'no address'}, "
                 f"not {source} (setting namespace_server_addresses)"

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import polars as pl
 
+from helios_scaler.demand import series_id
 from helios_scaler.models.selection import FittedSeries
 from helios_scaler.trigger import ScalerMetadata, SeriesKey
 
@@ -102,9 +103,9 @@ class NoRepository:
 
 
 def file_name(key: SeriesKey) -> str:
-    """The file of ``key``'s checkpoint: a hash of the whole key (the query may hold any character)."""
-    text = "\x00".join((key.source, key.query, str(key.step_seconds), key.model, ",".join(key.calendars)))
-    return hashlib.sha256(text.encode()).hexdigest()[:32] + SUFFIX
+    """The file of ``key``'s checkpoint: named by the series' id (a hash of the whole key; the query may
+    hold any character).  Two series sharing an id would only share a file: the key inside decides."""
+    return series_id(key) + SUFFIX
 
 
 def encode(checkpoint: Checkpoint) -> bytes:

@@ -3,8 +3,9 @@
 This is the only module that spans source, features, models and store.  Blocking work
 (range queries, polars) runs in a thread pool and model fitting in the injected executor
 (see :mod:`.executor`: a process pool in the server); fitted models are offered to the
-injected model repository (see :mod:`.checkpoint`).  Each series has at most one job in
-flight; its results are published to the store as one new immutable
+injected model repository (see :mod:`.checkpoint`).  Each series has at most one refresh and
+one fit in flight (the fit runs beside the refreshes, so a series waiting for a worker keeps
+being fetched); its results are published to the store as one new immutable
 :class:`~helios_scaler.store.SeriesState`.
 """
 
